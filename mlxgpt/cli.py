@@ -1,0 +1,214 @@
+"""Command line: `mlxgpt train|generate ...`, `python -m mlxgpt ...`, `python train.py ...`.
+
+Every flag is parsed here and nowhere else. User mistakes become one line on
+stderr and a non-zero exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from mlxgpt.config import PRESETS
+from mlxgpt.errors import MlxgptError
+
+EXIT_USAGE = 2
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is a single line that points at --help."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"error: {message} (see {self.prog} --help)\n")
+
+
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    return argparse.ArgumentDefaultsHelpFormatter(prog, max_help_position=32, width=100)
+
+
+# ---------------------------------------------------------------- train
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    presets = "; ".join(f"{name}: {preset.description}" for name, preset in PRESETS.items())
+    p.description = (f"Train a GPT on a text file. Presets: {presets}. Without --preset: shakespeare-char on "
+                     "a GPU, baby on a CPU. Model and training flags override the preset (default None = preset's).")
+    g = p.add_argument_group("data and run")
+    g.add_argument("--data", help="UTF-8 text file to train on, or 'shakespeare' to download tiny Shakespeare once")
+    g.add_argument("--preset", choices=sorted(PRESETS), help="starting configuration (see above)")
+    g.add_argument("--out", help="run directory (default out/<data-name>, a new one if that holds a run)")
+    g.add_argument("--resume", action="store_true", help="continue the run in --out from its latest/ checkpoint")
+    g.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    g.add_argument("--tokenizer", default="char", help="how text becomes tokens: char")
+    g.add_argument("--no-ui", action="store_true", help="plain log lines even in a terminal")
+
+    g = p.add_argument_group("model (override the preset)")
+    g.add_argument("--n-layer", type=int, help="transformer blocks")
+    g.add_argument("--n-head", type=int, help="attention heads per block")
+    g.add_argument("--n-embd", type=int, help="embedding width (divisible by --n-head)")
+    g.add_argument("--block-size", type=int, help="context length in tokens")
+    g.add_argument("--dropout", type=float, help="dropout probability during training")
+    g.add_argument("--bias", action=argparse.BooleanOptionalAction, default=None, help="biases in Linear/LayerNorm")
+    g.add_argument("--pos-embedding", choices=["learned", "sinusoidal"], help="position encoding (default learned)")
+    g.add_argument("--tie-embeddings", action=argparse.BooleanOptionalAction, default=None,
+                   help="share the token embedding with the unembedding (default yes)")
+
+    g = p.add_argument_group("training (override the preset)")
+    g.add_argument("--max-iters", type=int, help="optimizer steps")
+    g.add_argument("--batch-size", type=int, help="sequences per micro-batch")
+    g.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step")
+    g.add_argument("--lr", type=float, help="peak learning rate")
+    g.add_argument("--min-lr", type=float, help="learning rate at the end of the cosine decay")
+    g.add_argument("--warmup-iters", type=int, help="linear warmup steps")
+    g.add_argument("--lr-decay-iters", type=int, help="step where the cosine reaches --min-lr (default --max-iters)")
+    g.add_argument("--weight-decay", type=float, help="AdamW weight decay on matrices")
+    g.add_argument("--beta2", type=float, help="AdamW beta2")
+    g.add_argument("--grad-clip", type=float, help="clip the global gradient norm (0: off)")
+    g.add_argument("--eval-interval", type=int, help="steps between evaluations and checkpoints")
+    g.add_argument("--eval-iters", type=int, help="batches per split in each evaluation")
+    g.add_argument("--log-interval", type=int, help="steps between log lines")
+    g.add_argument("--seed", type=int, help="seed for weights, batches and dropout (default 1337)")
+    g.add_argument("--time-budget", type=float, help="stop after this many seconds (then eval and save)")
+    g.add_argument("--sample-prompt", help="prompt of the sample shown at each eval (default newline)")
+    g.add_argument("--sample-tokens", type=int, help="length of that sample (0: no samples)")
+
+
+# flags that are not ModelArgs/TrainArgs fields (all others are, by the same name)
+_NOT_OVERRIDES = {"data", "preset", "out", "resume", "overwrite", "tokenizer", "no_ui", "command", "func"}
+
+
+def make_renderer(no_ui: bool):
+    """Plain lines unless stdout is a terminal (the Rich dashboard lives in its own issue)."""
+    from mlxgpt.ui.plain import PlainRenderer
+
+    return PlainRenderer()
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from mlxgpt.runner import TrainOptions, run_training
+
+    overrides = {k: v for k, v in vars(args).items() if k not in _NOT_OVERRIDES and v is not None}
+    options = TrainOptions(data=args.data, out=args.out, preset=args.preset, tokenizer=args.tokenizer,
+                           resume=args.resume, overwrite=args.overwrite, overrides=overrides)
+    renderer = make_renderer(args.no_ui)
+    try:
+        finished = run_training(options, renderer)
+    finally:
+        renderer.close()
+    return 130 if finished.reason == "interrupted" else 0
+
+
+# ---------------------------------------------------------------- generate
+
+
+def add_generate_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = "Stream text from a trained model."
+    p.add_argument("--checkpoint", help="run directory (its best checkpoint) or checkpoint directory "
+                                        "(default: the most recent run under out/)")
+    p.add_argument("--prompt", default="\n", help="text to continue")
+    p.add_argument("--prompt-file", help="read the prompt from this UTF-8 file instead")
+    p.add_argument("--max-new-tokens", type=int, default=500, help="tokens to generate")
+    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (argmax); <1 sharper, >1 flatter")
+    p.add_argument("--top-k", type=int, help="sample only from the k most likely tokens")
+    p.add_argument("--top-p", type=float, help="sample from the smallest set with this much probability")
+    p.add_argument("--min-p", type=float, help="drop tokens less likely than min-p x the most likely")
+    p.add_argument("--seed", type=int, help="random seed for reproducible samples")
+    p.add_argument("--num-samples", type=int, default=1, help="independent samples to draw")
+    p.add_argument("--stop", help="stop a sample once this text appears")
+    p.add_argument("--no-cache", action="store_true", help="recompute the whole context per token (slow; for comparison)")
+
+
+def _read_prompt(args: argparse.Namespace) -> str:
+    if not args.prompt_file:
+        return args.prompt
+    path = Path(args.prompt_file)
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise MlxgptError(f"prompt file {path} does not exist") from None
+    except IsADirectoryError:
+        raise MlxgptError(f"prompt file {path} is a directory: pass a text file") from None
+    except UnicodeDecodeError:
+        raise MlxgptError(f"prompt file {path} is not UTF-8 text") from None
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from mlxgpt.checkpoint import latest_run, load
+    from mlxgpt.generate import generate
+    from mlxgpt.sampling import check_sampling_args
+
+    check_sampling_args(args.temperature, args.top_k, args.top_p, args.min_p)
+    if args.max_new_tokens < 1 or args.num_samples < 1:
+        raise MlxgptError("--max-new-tokens and --num-samples must be at least 1")
+    prompt = _read_prompt(args)
+    model, tokenizer = load(args.checkpoint or latest_run())
+    tokenizer.encode(prompt)  # fail on unknown characters before printing anything
+    out = sys.stdout
+    for i in range(args.num_samples):
+        if i:
+            out.write("\n---------------\n")
+        out.write(prompt)
+        seed = None if args.seed is None else args.seed + i
+        for piece in generate(model, tokenizer, prompt, args.max_new_tokens, temperature=args.temperature,
+                              top_k=args.top_k, top_p=args.top_p, min_p=args.min_p, seed=seed, stop=args.stop,
+                              use_cache=not args.no_cache):
+            out.write(piece.text)
+            out.flush()
+        out.write("\n")
+    return 0
+
+
+# ---------------------------------------------------------------- main
+
+COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]] = {
+    "train": (add_train_arguments, cmd_train, "train a model on a text file"),
+    "generate": (add_generate_arguments, cmd_generate, "stream text from a trained model"),
+}
+
+
+def build_parser(prog: str = "mlxgpt") -> argparse.ArgumentParser:
+    parser = OneLineParser(prog=prog, description="A from-scratch GPT in MLX.", formatter_class=_formatter)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    for name, (add_arguments, func, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, formatter_class=_formatter)
+        add_arguments(p)
+        p.set_defaults(func=func)
+    return parser
+
+
+def single_command_parser(command: str, prog: str) -> argparse.ArgumentParser:
+    """The parser of one subcommand on its own, for train.py and generate.py."""
+    add_arguments, func, _ = COMMANDS[command]
+    p = OneLineParser(prog=prog, formatter_class=_formatter)
+    add_arguments(p)
+    p.set_defaults(func=func)
+    return p
+
+
+def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except MlxgptError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `python generate.py | head`
+        sys.stderr.close()
+        return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(build_parser(), argv)
+
+
+def train_main(argv: Sequence[str] | None = None) -> int:
+    return run(single_command_parser("train", "train.py"), argv)
+
+
+def generate_main(argv: Sequence[str] | None = None) -> int:
+    return run(single_command_parser("generate", "generate.py"), argv)

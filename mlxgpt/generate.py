@@ -1,0 +1,111 @@
+"""Streaming generation: a Python generator of tokens, using the model's KV cache.
+
+    for piece in generate(model, tokenizer, "HERMIONE:", max_new_tokens=200, seed=1):
+        print(piece.text, end="", flush=True)
+
+The context window: the model never sees more than block_size tokens. A prompt
+longer than that keeps its last block_size tokens. When the window is full the
+cache is rebuilt from the newest `keep` tokens (3/4 of a block by default), so
+every token is predicted from between `keep` and block_size tokens of context.
+`use_cache=False` recomputes the same windows from scratch at every step (the
+reference the tests compare against); keep=block_size with use_cache=False is
+nanoGPT's sample.py behaviour (crop to the last block_size tokens each step).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Iterator
+
+import mlx.core as mx
+
+from mlxgpt.errors import MlxgptError
+from mlxgpt.model import GPT
+from mlxgpt.sampling import make_sampler, make_transform
+from mlxgpt.tokenizers import Tokenizer
+
+
+@dataclass
+class Generated:
+    """One generated token, the text it completed, and the distribution it was drawn from."""
+
+    token: int
+    text: str  # newly completed text; "" while a multi-byte character is still incomplete
+    logprobs: mx.array  # (V,), after temperature/top-k/top-p/min-p
+    tokens_per_s: float  # generation speed so far (prompt processing included)
+
+
+def default_keep(block_size: int) -> int:
+    return max(1, (3 * block_size) // 4)
+
+
+def generate_tokens(model: GPT, prompt_ids: list[int], max_new_tokens: int, *,
+                    temperature: float = 0.8, top_k: int | None = None, top_p: float | None = None,
+                    min_p: float | None = None, seed: int | None = None, use_cache: bool = True,
+                    keep: int | None = None) -> Iterator[tuple[int, mx.array]]:
+    """Yield (token id, logprobs) pairs, one per new token.
+
+    Like mlx-lm's generate_step, step n+1 is queued with mx.async_eval before
+    step n is handed out, so the device works while the caller prints."""
+    if not prompt_ids:
+        raise MlxgptError("the prompt is empty: pass --prompt with at least one character")
+    block_size = model.args.block_size
+    keep = default_keep(block_size) if keep is None else max(1, min(keep, block_size))
+    transform = make_transform(temperature, top_k, top_p, min_p)
+    sampler = make_sampler(temperature)
+    key = mx.random.key(seed if seed is not None else int.from_bytes(os.urandom(4), "little"))
+    tokens = list(prompt_ids[-block_size:])
+    start = 0  # tokens[start:] is the current context window
+
+    def forward(context: list[int], cache) -> mx.array:
+        return model(mx.array(context, dtype=mx.int32)[None], cache)[0, -1]
+
+    cache = model.make_cache() if use_cache else None
+    logits = forward(tokens, cache)
+    for _ in range(max_new_tokens):
+        key, subkey = mx.random.split(key)
+        logprobs = transform(logits)
+        token = sampler(logprobs, subkey)
+        mx.async_eval(token, logprobs)
+        token_id = token.item()
+        tokens.append(token_id)
+        if len(tokens) - start > block_size:  # window full: slide it
+            start = len(tokens) - keep
+            cache = model.make_cache() if use_cache else None
+            logits = forward(tokens[start:], cache)
+        elif use_cache:
+            logits = forward([token_id], cache)
+        else:
+            logits = forward(tokens[start:], None)
+        mx.async_eval(logits)  # start the next step before the caller handles this one
+        yield token_id, logprobs
+
+
+def generate(model: GPT, tokenizer: Tokenizer, prompt: str, max_new_tokens: int = 500, *,
+             temperature: float = 0.8, top_k: int | None = None, top_p: float | None = None,
+             min_p: float | None = None, seed: int | None = None, stop: str | None = None,
+             use_cache: bool = True, keep: int | None = None) -> Iterator[Generated]:
+    """Stream text from a prompt; stops after max_new_tokens or once `stop` appears."""
+    was_training = model.training
+    model.eval()  # no dropout while sampling
+    decoder = tokenizer.decoder()
+    text_so_far = ""
+    started = time.perf_counter()
+    try:
+        stream = generate_tokens(model, tokenizer.encode(prompt), max_new_tokens, temperature=temperature,
+                                 top_k=top_k, top_p=top_p, min_p=min_p, seed=seed, use_cache=use_cache, keep=keep)
+        for count, (token, logprobs) in enumerate(stream, start=1):
+            piece = decoder.add(token)
+            if count == max_new_tokens:
+                piece += decoder.flush()  # bytes still held back can no longer be completed
+            rate = count / max(time.perf_counter() - started, 1e-9)
+            if stop and stop in text_so_far + piece:
+                end = (text_so_far + piece).index(stop) + len(stop)
+                yield Generated(token, (text_so_far + piece)[len(text_so_far):end], logprobs, rate)
+                return
+            text_so_far += piece
+            yield Generated(token, piece, logprobs, rate)
+    finally:
+        model.train(was_training)

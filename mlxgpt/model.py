@@ -1,0 +1,215 @@
+"""The GPT itself: token and position embeddings, a stack of transformer blocks,
+and an unembedding back to vocabulary logits. Plus the per-layer KV cache.
+
+Read top to bottom; shapes are in the comments as (B, T, C) = (batch, time, channels),
+nh = number of heads, hs = head size. Imports only mlx.
+"""
+
+from __future__ import annotations
+
+import math
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx.utils import tree_flatten, tree_map_with_path
+
+from mlxgpt.config import ModelArgs
+
+
+class KVCache:
+    """Keys and values of one attention layer for the tokens seen so far.
+
+    With a cache each new token attends to stored keys/values instead of
+    re-running the whole context: O(T) work per token instead of O(T^2).
+    Storage grows in chunks of `step` positions so we rarely reallocate.
+    """
+
+    step = 256
+
+    def __init__(self) -> None:
+        self.keys: mx.array | None = None  # (B, nh, capacity, hs)
+        self.values: mx.array | None = None
+        self.offset = 0  # number of positions filled
+
+    def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
+        """Append (B, nh, T, hs) keys/values; return everything cached so far."""
+        start, length = self.offset, keys.shape[2]
+        if self.keys is None or start + length > self.keys.shape[2]:
+            batch, heads, _, head_size = keys.shape
+            chunks = (length + self.step - 1) // self.step
+            shape = (batch, heads, chunks * self.step, head_size)
+            new_keys, new_values = mx.zeros(shape, keys.dtype), mx.zeros(shape, values.dtype)
+            if self.keys is None:
+                self.keys, self.values = new_keys, new_values
+            else:
+                self.keys = mx.concatenate([self.keys[..., :start, :], new_keys], axis=2)
+                self.values = mx.concatenate([self.values[..., :start, :], new_values], axis=2)
+        self.offset += length
+        self.keys[..., start:self.offset, :] = keys
+        self.values[..., start:self.offset, :] = values
+        return self.keys[..., : self.offset, :], self.values[..., : self.offset, :]
+
+    def trim(self, n: int) -> int:
+        """Forget the last n positions (storage is kept for reuse)."""
+        n = min(self.offset, n)
+        self.offset -= n
+        return n
+
+    @property
+    def state(self) -> tuple[mx.array, mx.array] | tuple[()]:
+        if self.keys is None:
+            return ()
+        return self.keys[..., : self.offset, :], self.values[..., : self.offset, :]
+
+
+def sinusoidal_positions(positions: mx.array, dims: int) -> mx.array:
+    """The fixed encodings of "Attention Is All You Need":
+    PE[p, 2i] = sin(p / 10000^(2i/d)), PE[p, 2i+1] = cos(p / 10000^(2i/d)).  -> (T, d)"""
+    i = mx.arange(0, dims, 2, dtype=mx.float32)
+    inv_freq = mx.exp(-math.log(10000.0) * i / dims)  # (d/2,)
+    angles = positions.astype(mx.float32)[:, None] * inv_freq[None, :]  # (T, d/2)
+    # interleave: even channels sin, odd channels cos
+    return mx.stack([mx.sin(angles), mx.cos(angles)], axis=-1).reshape(positions.shape[0], dims)
+
+
+class CausalSelfAttention(nn.Module):
+    """Every position asks (query) every earlier position (key) what it holds (value)."""
+
+    def __init__(self, args: ModelArgs) -> None:
+        super().__init__()
+        self.n_head = args.n_head
+        self.scale = 1.0 / math.sqrt(args.head_dim)
+        self.c_attn = nn.Linear(args.n_embd, 3 * args.n_embd, bias=args.bias)  # q, k, v in one matmul
+        self.c_proj = nn.Linear(args.n_embd, args.n_embd, bias=args.bias)
+        self.attn_dropout = nn.Dropout(args.dropout)
+        self.resid_dropout = nn.Dropout(args.dropout)
+        self.dropout = args.dropout
+
+    def qkv(self, x: mx.array) -> tuple[mx.array, mx.array, mx.array]:
+        """Project x (B, T, C) to queries, keys, values, each (B, nh, T, hs)."""
+        B, T, C = x.shape
+        q, k, v = mx.split(self.c_attn(x), 3, axis=-1)
+        heads = lambda t: t.reshape(B, T, self.n_head, C // self.n_head).transpose(0, 2, 1, 3)
+        return heads(q), heads(k), heads(v)
+
+    def __call__(self, x: mx.array, cache: KVCache | None = None) -> mx.array:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x)
+        if cache is not None:
+            k, v = cache.update_and_fetch(k, v)  # (B, nh, offset + T, hs)
+        mask = "causal" if T > 1 else None  # a single new token may see everything cached
+        if self.training and self.dropout > 0:
+            y = attention_weights(q, k, self.scale)  # explicit, so dropout can act on the weights
+            y = self.attn_dropout(y) @ v
+        else:
+            # The fused kernel; "causal" keeps it on its fast path (aligned to the cache's end).
+            y = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
+        y = y.transpose(0, 2, 1, 3).reshape(B, T, C)  # re-assemble heads side by side
+        return self.resid_dropout(self.c_proj(y))
+
+
+def attention_weights(q: mx.array, k: mx.array, scale: float) -> mx.array:
+    """softmax(q k^T / sqrt(hs)) under the causal mask: (B, nh, Tq, Tk), rows sum to 1.
+
+    Queries are the *last* Tq of the Tk positions (as with a KV cache)."""
+    Tq, Tk = q.shape[2], k.shape[2]
+    scores = (q * scale) @ k.transpose(0, 1, 3, 2)
+    allowed = (mx.arange(Tq)[:, None] + (Tk - Tq)) >= mx.arange(Tk)[None, :]
+    scores = mx.where(allowed, scores, mx.array(-mx.inf, scores.dtype))
+    return mx.softmax(scores, axis=-1, precise=True)
+
+
+class MLP(nn.Module):
+    """Per-position feed-forward: expand 4x, GELU, project back."""
+
+    def __init__(self, args: ModelArgs) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(args.n_embd, 4 * args.n_embd, bias=args.bias)
+        self.c_proj = nn.Linear(4 * args.n_embd, args.n_embd, bias=args.bias)
+        self.dropout = nn.Dropout(args.dropout)
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return self.dropout(self.c_proj(nn.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, args: ModelArgs) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(args.n_embd, bias=args.bias)
+        self.attn = CausalSelfAttention(args)
+        self.ln_2 = nn.LayerNorm(args.n_embd, bias=args.bias)
+        self.mlp = MLP(args)
+
+    def __call__(self, x: mx.array, cache: KVCache | None = None) -> mx.array:
+        x = x + self.attn(self.ln_1(x), cache)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, args: ModelArgs) -> None:
+        super().__init__()
+        self.args = args
+        self.wte = nn.Embedding(args.vocab_size, args.n_embd)  # token embedding
+        if args.pos_embedding == "learned":
+            self.wpe = nn.Embedding(args.block_size, args.n_embd)
+        self.drop = nn.Dropout(args.dropout)
+        self.h = [Block(args) for _ in range(args.n_layer)]
+        self.ln_f = nn.LayerNorm(args.n_embd, bias=args.bias)
+        if not args.tie_embeddings:
+            self.lm_head = nn.Linear(args.n_embd, args.vocab_size, bias=False)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """GPT-2 init: N(0, 0.02) weights, zero biases, and residual projections
+        scaled by 1/sqrt(2 * n_layer) so the residual stream's variance does not
+        grow with depth (each block adds two of them)."""
+        std, residual_std = 0.02, 0.02 / math.sqrt(2 * self.args.n_layer)
+
+        def init(path: str, w: mx.array) -> mx.array:
+            if path.endswith("bias"):
+                return mx.zeros_like(w)
+            if ".ln_" in f".{path}":
+                return mx.ones_like(w)  # LayerNorm gains
+            scale = residual_std if path.endswith("c_proj.weight") else std
+            return mx.random.normal(w.shape, scale=scale, dtype=w.dtype)
+
+        self.update(tree_map_with_path(init, self.parameters()))
+
+    def position_embedding(self, offset: int, length: int) -> mx.array:
+        positions = mx.arange(offset, offset + length)
+        if self.args.pos_embedding == "learned":
+            return self.wpe(positions)
+        return sinusoidal_positions(positions, self.args.n_embd)
+
+    def __call__(self, idx: mx.array, cache: list[KVCache] | None = None) -> mx.array:
+        """Token ids (B, T) -> next-token logits (B, T, vocab_size)."""
+        B, T = idx.shape
+        offset = cache[0].offset if cache else 0
+        if offset + T > self.args.block_size:
+            raise ValueError(f"sequence of {offset + T} tokens exceeds block_size {self.args.block_size}")
+        x = self.drop(self.wte(idx) + self.position_embedding(offset, T))  # (B, T, C)
+        for i, block in enumerate(self.h):
+            x = block(x, cache[i] if cache else None)
+        x = self.ln_f(x)
+        if self.args.tie_embeddings:
+            return self.wte.as_linear(x)  # reuse the embedding matrix: logits = x @ wte^T
+        return self.lm_head(x)
+
+    def make_cache(self) -> list[KVCache]:
+        return [KVCache() for _ in self.h]
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        """Parameter count; like nanoGPT, non_embedding leaves out the position
+        embedding (token embeddings stay in: they double as the unembedding)."""
+        total = sum(w.size for _, w in tree_flatten(self.parameters()))
+        if non_embedding and self.args.pos_embedding == "learned":
+            total -= self.wpe.weight.size
+        return total
+
+
+def flops_per_token(args: ModelArgs, n_params: int) -> int:
+    """Training FLOPs per token, PaLM/nanoGPT style: 6N for the matmuls plus
+    12 * L * T * C for attention scores and weighted sums (forward + backward)."""
+    return 6 * n_params + 12 * args.n_layer * args.block_size * args.n_embd

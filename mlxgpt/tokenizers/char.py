@@ -1,0 +1,62 @@
+"""One token per character, as in Karpathy's lecture and nanoGPT's shakespeare_char."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mlxgpt.errors import MlxgptError
+from mlxgpt.tokenizers.base import Tokenizer, UnknownCharactersError, visible
+
+FILENAME = "char_vocab.json"
+
+
+class CharTokenizer(Tokenizer):
+    kind = "char"
+
+    def __init__(self, chars: list[str]) -> None:
+        self.chars = list(chars)
+        self.index = {c: i for i, c in enumerate(self.chars)}
+
+    @classmethod
+    def train(cls, text: str) -> "CharTokenizer":
+        # sorted, so ids are the same in every run (a set's order is not)
+        return cls(sorted(set(text)))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.chars)
+
+    def encode(self, text: str) -> list[int]:
+        try:
+            return [self.index[c] for c in text]
+        except KeyError:
+            unknown = sorted({c for c in text if c not in self.index})
+            shown = " ".join(repr(c) for c in unknown[:10]) + (" ..." if len(unknown) > 10 else "")
+            raise UnknownCharactersError(
+                f"{len(unknown)} character(s) not in the model's vocabulary: {shown}; "
+                "remove them from the prompt (a char model knows only the characters of its training text)"
+            ) from None
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(self.chars[i] for i in ids)
+
+    def token_label(self, token_id: int) -> str:
+        return visible(self.chars[token_id])
+
+    def save(self, directory: Path) -> list[str]:
+        (Path(directory) / FILENAME).write_text(json.dumps({"chars": self.chars}, ensure_ascii=False))
+        return [FILENAME]
+
+    @classmethod
+    def load(cls, directory: Path) -> "CharTokenizer":
+        path = Path(directory) / FILENAME
+        try:
+            chars = json.loads(path.read_text(encoding="utf-8"))["chars"]
+            if not isinstance(chars, list) or not all(isinstance(c, str) and len(c) == 1 for c in chars):
+                raise ValueError("bad vocabulary")
+        except FileNotFoundError:
+            raise MlxgptError(f"tokenizer file {path} is missing: the checkpoint is incomplete; retrain or copy it back") from None
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            raise MlxgptError(f"tokenizer file {path} is corrupt: retrain, or restore it from a backup") from None
+        return cls(chars)

@@ -1,0 +1,282 @@
+"""The training loop: a compiled step, the learning-rate schedule, evaluation, checkpoints.
+
+It reports what happens as events (events.py) and knows nothing of screens.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+import numpy as np
+from mlx.utils import tree_flatten, tree_map
+
+from mlxgpt.checkpoint import save_checkpoint
+from mlxgpt.config import TrainArgs
+from mlxgpt.data import BatchSampler, Dataset
+from mlxgpt.events import (CheckpointSaved, EvalDone, EventHandler, RunFinished, SampleGenerated,
+                           StepLogged)
+from mlxgpt.generate import generate
+from mlxgpt.model import GPT
+from mlxgpt.tokenizers import Tokenizer
+
+
+def lr_schedule(args: TrainArgs) -> Callable[[mx.array], mx.array]:
+    """nanoGPT's schedule: linear warmup to lr, then cosine decay to min_lr by decay_iters.
+
+    Built from mlx.optimizers schedules, so the step count (and thus the lr)
+    lives in the optimizer state and survives a checkpoint."""
+    cosine = optim.cosine_decay(args.lr, max(1, args.decay_iters - args.warmup_iters), end=args.min_lr)
+    if args.warmup_iters == 0:
+        return cosine
+    # linear from lr/(w+1) at step 0 to lr at step w: lr * (step + 1) / (w + 1), as in nanoGPT
+    warmup = optim.linear_schedule(args.lr / (args.warmup_iters + 1), args.lr, args.warmup_iters)
+    return optim.join_schedules([warmup, cosine], [args.warmup_iters])
+
+
+def build_optimizer(args: TrainArgs) -> optim.MultiOptimizer:
+    """AdamW with weight decay on matrices (>= 2-D: matmul weights, embeddings) only,
+    not on biases and LayerNorm gains (nanoGPT's configure_optimizers)."""
+    schedule = lr_schedule(args)
+    adamw = partial(optim.AdamW, learning_rate=schedule, betas=[args.beta1, args.beta2], eps=1e-8,
+                    bias_correction=True)  # PyTorch's AdamW corrects the moment estimates' bias
+    return optim.MultiOptimizer([adamw(weight_decay=args.weight_decay), adamw(weight_decay=0.0)],
+                                [lambda path, weight: weight.ndim >= 2])
+
+
+def loss_fn(model: GPT, x: mx.array, y: mx.array) -> mx.array:
+    """Mean next-token cross-entropy in nats."""
+    return nn.losses.cross_entropy(model(x), y, reduction="mean")
+
+
+def global_norm(grads: Any) -> mx.array:
+    return mx.sqrt(sum(mx.sum(g * g) for _, g in tree_flatten(grads)))
+
+
+def make_train_step(model: GPT, optimizer: optim.Optimizer, grad_clip: float):
+    """One optimizer step over `accum` micro-batches, compiled into a single graph.
+
+    The model's parameters, the optimizer's moments and MLX's RNG (dropout) are
+    declared as state so the compiled function may read and replace them."""
+    state = [model.state, optimizer.state, mx.random.state]
+    loss_and_grad = nn.value_and_grad(model, loss_fn)
+
+    @partial(mx.compile, inputs=state, outputs=state)
+    def step(x: mx.array, y: mx.array) -> tuple[mx.array, mx.array]:
+        # x, y: (accum, B, T). Gradient accumulation: average the micro-batch gradients.
+        accum = x.shape[0]
+        loss, grads = loss_and_grad(model, x[0], y[0])
+        for i in range(1, accum):
+            micro_loss, micro_grads = loss_and_grad(model, x[i], y[i])
+            loss = loss + micro_loss
+            grads = tree_map(mx.add, grads, micro_grads)
+        if accum > 1:
+            loss = loss / accum
+            grads = tree_map(lambda g: g / accum, grads)
+        if grad_clip > 0:
+            grads, norm = optim.clip_grad_norm(grads, grad_clip)
+        else:
+            norm = global_norm(grads)
+        optimizer.update(model, grads)
+        return loss, norm
+
+    return step, state
+
+
+def make_eval_loss(model: GPT):
+    """Compiled mean loss of a batch, for evaluation (no gradients, no dropout)."""
+    return mx.compile(partial(loss_fn, model), inputs=model.state)
+
+
+def fixed_batches(ids: np.ndarray, args: TrainArgs, block_size: int, seed: int) -> list[tuple[mx.array, mx.array]]:
+    """The same eval batches every time: eval curves compare like with like, and
+    --resume needs no eval RNG state."""
+    x, y = BatchSampler(ids, args.batch_size, block_size, seed).next(args.eval_iters)
+    return [(mx.array(x[i]), mx.array(y[i])) for i in range(args.eval_iters)]
+
+
+@dataclass
+class LoopState:
+    """Everything besides weights and optimizer that --resume needs to continue exactly."""
+
+    iter: int = 0  # optimizer steps completed
+    best_val_loss: float = math.inf
+    best_val_bpc: float = math.inf
+    last_val_loss: float = math.inf
+    evaluated_at: int = -1
+    sampler_state: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "LoopState":
+        return cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass
+class Run:
+    """A training run, assembled by runner.py and consumed by train()."""
+
+    model: GPT
+    optimizer: optim.MultiOptimizer
+    tokenizer: Tokenizer
+    data: Dataset
+    args: TrainArgs
+    out_dir: Path
+    config_extra: dict[str, Any]  # saved into config.json (preset, data path, ...)
+    state: LoopState = field(default_factory=LoopState)
+    resume_command: str = ""
+
+
+class StopRequests:
+    """Ctrl-C asks the loop to stop at the next step boundary (so the checkpoint it
+    saves is consistent); a second Ctrl-C stops at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def _handler(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+
+@contextmanager
+def stop_on_interrupt() -> Iterator[StopRequests]:
+    stop = StopRequests()
+    try:
+        previous = signal.signal(signal.SIGINT, stop._handler)
+    except ValueError:  # not the main thread: no signal handling, Ctrl-C behaves as usual
+        yield stop
+        return
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _save(run: Run, which: str, on_event: EventHandler) -> None:
+    state = run.state
+    path = save_checkpoint(run.out_dir / which, run.model, run.tokenizer, train_args=asdict(run.args),
+                           extra=run.config_extra, optimizer_state=run.optimizer.state, state=asdict(state))
+    on_event(CheckpointSaved(state.iter, which, str(path)))
+
+
+def _evaluate(run: Run, eval_loss, batches: dict[str, list]) -> dict[str, float]:
+    run.model.eval()
+    losses = {}
+    for split, split_batches in batches.items():
+        values = [eval_loss(x, y) for x, y in split_batches]
+        mx.eval(values)
+        losses[split] = float(np.mean([v.item() for v in values]))
+    run.model.train()
+    return losses
+
+
+def step_seed(seed: int, iteration: int) -> int:
+    """MLX's global RNG cannot be saved and restored, so each step reseeds it
+    from (seed, step): --resume then draws the very same dropout masks."""
+    return int(np.random.SeedSequence([seed, iteration]).generate_state(1)[0])
+
+
+def bits_per_char(loss_per_token: float, tokens: int, chars: int) -> float:
+    """Total nats over the split / characters / ln 2: comparable across tokenizers."""
+    return loss_per_token * tokens / chars / math.log(2)
+
+
+def train(run: Run, on_event: EventHandler) -> RunFinished:
+    """Train until max_iters (or the time budget, or Ctrl-C); save best/ and latest/."""
+    model, args, state = run.model, run.args, run.state
+    block_size = model.args.block_size
+    model.train()
+    sampler = BatchSampler(run.data.train, args.batch_size, block_size, args.seed)
+    if state.sampler_state:
+        sampler.state = state.sampler_state
+    eval_batches = {"train": fixed_batches(run.data.train, args, block_size, args.seed + 1),
+                    "val": fixed_batches(run.data.val, args, block_size, args.seed + 2)}
+    step, step_state = make_train_step(model, run.optimizer, args.grad_clip)
+    eval_loss = make_eval_loss(model)
+    tokens_per_iter = args.batch_size * args.grad_accum * block_size
+
+    started = time.perf_counter()
+    train_seconds, interval_seconds, interval_steps, tokens_done = 0.0, 0.0, 0, 0
+    last_loss, last_norm, reason = math.nan, math.nan, "completed"
+
+    def over_budget() -> bool:
+        return args.time_budget is not None and time.perf_counter() - started >= args.time_budget
+
+    with stop_on_interrupt() as stop:
+        while True:
+            finishing = state.iter >= args.max_iters or over_budget() or stop.requested
+            if (state.iter % args.eval_interval == 0 or finishing) and state.evaluated_at != state.iter:
+                losses = _evaluate(run, eval_loss, eval_batches)
+                bpc = bits_per_char(losses["val"], len(run.data.val), run.data.val_chars)
+                is_best = losses["val"] < state.best_val_loss
+                if is_best:
+                    state.best_val_loss, state.best_val_bpc = losses["val"], bpc
+                state.last_val_loss, state.evaluated_at = losses["val"], state.iter
+                on_event(EvalDone(state.iter, losses["train"], losses["val"], bpc, _current_lr(run.optimizer),
+                                  tokens_done / train_seconds if train_seconds else 0.0,
+                                  state.best_val_loss, is_best))
+                if args.sample_tokens > 0:
+                    on_event(SampleGenerated(state.iter, args.sample_prompt, _sample(run)))
+                state.sampler_state = sampler.state
+                if is_best and state.iter > 0:
+                    _save(run, "best", on_event)
+                _save(run, "latest", on_event)
+            if finishing:
+                if state.iter < args.max_iters:
+                    reason = "interrupted" if stop.requested else "time budget"
+                break
+
+            t0 = time.perf_counter()
+            x, y = sampler.next(args.grad_accum)
+            mx.random.seed(step_seed(args.seed, state.iter))  # dropout masks depend on (seed, step) only
+            loss, norm = step(mx.array(x), mx.array(y))
+            # The one mx.eval per step. MLX is lazy: step() only *built* the graph
+            # (forward, backward, clip, AdamW). Evaluating the new parameters,
+            # optimizer moments and RNG state together lets MLX run it all in one
+            # go, without syncing to Python mid-step; the loss comes along for free.
+            mx.eval(step_state, loss, norm)
+            dt = time.perf_counter() - t0
+            state.iter += 1
+            train_seconds += dt
+            interval_seconds += dt
+            interval_steps += 1
+            tokens_done += tokens_per_iter
+            if state.iter % args.log_interval == 0 or state.iter == 1:
+                last_loss, last_norm = loss.item(), norm.item()
+                on_event(StepLogged(state.iter, args.max_iters, last_loss, _current_lr(run.optimizer), last_norm,
+                                    1000 * interval_seconds / interval_steps,
+                                    tokens_per_iter * interval_steps / interval_seconds,
+                                    time.perf_counter() - started,
+                                    mx.get_active_memory() / 2**20, mx.get_peak_memory() / 2**20))
+                interval_seconds, interval_steps = 0.0, 0
+
+    finished = RunFinished(state.iter, reason, state.best_val_loss, state.best_val_bpc, state.last_val_loss,
+                           train_seconds, time.perf_counter() - started,
+                           tokens_done / train_seconds if train_seconds else 0.0, str(run.out_dir),
+                           run.resume_command if reason == "interrupted" else None)
+    on_event(finished)
+    return finished
+
+
+def _current_lr(optimizer: optim.MultiOptimizer) -> float:
+    lr = optimizer.learning_rate
+    return lr.item() if isinstance(lr, mx.array) else float(lr)
+
+
+def _sample(run: Run) -> str:
+    """A short sample from a fixed prompt and seed, so samples show progress, not luck.
+    It uses its own RNG key, so the training RNG (and --resume) is untouched."""
+    args = run.args
+    pieces = generate(run.model, run.tokenizer, args.sample_prompt, args.sample_tokens,
+                      temperature=0.8, seed=args.seed)
+    return "".join(piece.text for piece in pieces)

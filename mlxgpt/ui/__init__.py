@@ -1,0 +1,1 @@
+"""Renderers of training events: they observe the loop, never drive it."""

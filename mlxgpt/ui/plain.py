@@ -1,0 +1,65 @@
+"""Plain-text renderer: one line per event, no colours, no cursor tricks.
+
+Used when stdout is not a terminal (pipes, CI, log files) or with --no-ui.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+from mlxgpt.events import (CheckpointSaved, Event, EvalDone, RunFinished, RunStarted,
+                           SampleGenerated, StepLogged)
+
+
+def format_count(n: float) -> str:
+    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.2f}{unit}"
+    return f"{n:.0f}"
+
+
+def format_event(event: Event) -> str | None:
+    """The line for one event (None: nothing to print)."""
+    if isinstance(event, RunStarted):
+        m = event.model_args
+        resumed = f", resuming at iter {event.start_iter}" if event.start_iter else ""
+        return (f"mlxgpt: preset {event.preset} ({event.preset_note}) on {event.device}, BLAS {event.blas}{resumed}\n"
+                f"model: {m['n_layer']} layers, {m['n_head']} heads, {m['n_embd']} embd, block {m['block_size']}, "
+                f"{format_count(event.n_params)} parameters ({event.tokenizer} tokenizer, vocab {event.vocab_size})\n"
+                f"data: {format_count(event.train_tokens)} train / {format_count(event.val_tokens)} val tokens, "
+                f"{event.tokens_per_iter} tokens per iter; run directory {event.out_dir}")
+    if isinstance(event, StepLogged):
+        return (f"iter {event.iter:>6}/{event.max_iters}: loss {event.train_loss:.4f}, lr {event.lr:.2e}, "
+                f"grad norm {event.grad_norm:.2f}, {event.ms_per_iter:.1f} ms/iter, "
+                f"{format_count(event.tokens_per_s)} tok/s")
+    if isinstance(event, EvalDone):
+        best = " (best)" if event.is_best else ""
+        return (f"eval {event.iter:>6}: train {event.train_loss:.4f}, val {event.val_loss:.4f}, "
+                f"val bpc {event.val_bpc:.4f}{best}")
+    if isinstance(event, SampleGenerated):
+        return f"sample at iter {event.iter}:\n{event.prompt}{event.text}\n"
+    if isinstance(event, CheckpointSaved):
+        return None  # too chatty for a log; metrics.jsonl records it
+    if isinstance(event, RunFinished):
+        lines = [f"{event.reason} at iter {event.iter}: best val loss {event.best_val_loss:.4f} "
+                 f"(bpc {event.best_val_bpc:.4f}), {event.train_seconds:.1f} s training "
+                 f"({event.wall_seconds:.1f} s wall), {format_count(event.tokens_per_s)} tok/s; "
+                 f"checkpoints in {event.out_dir}"]
+        if event.resume_command:
+            lines.append(f"resume with: {event.resume_command}")
+        return "\n".join(lines)
+    return None
+
+
+class PlainRenderer:
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stdout
+
+    def __call__(self, event: Event) -> None:
+        line = format_event(event)
+        if line is not None:
+            print(line, file=self.stream, flush=True)
+
+    def close(self) -> None:
+        pass
