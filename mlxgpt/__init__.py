@@ -7,9 +7,11 @@
 """
 
 from mlxgpt.backend import setup_blas as _setup_blas
+from mlxgpt.backend import setup_jit_flags as _setup_jit_flags
 
-# Must run before anything imports mlx.core (see backend.py for why).
+# Both must run before anything imports mlx.core (see backend.py for why).
 _setup_blas()
+_setup_jit_flags()
 
 __version__ = "0.1.0"
 

@@ -14,11 +14,16 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import glob
+import hashlib
 import os
 import platform
+import shutil
+import subprocess
 import sys
 import sysconfig
 from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
 
 # Candidate libraries, fastest first. Paths are Debian/Ubuntu/Fedora layouts plus
 # pip's `mkl` package (which installs libmkl_rt into <prefix>/lib).
@@ -138,6 +143,74 @@ def blas_warning(info: BlasInfo) -> str | None:
     return ("MLX is using the slow reference BLAS (~30x slower matmuls): install OpenBLAS "
             "(`sudo apt-get install libopenblas0-pthread`) or `pip install mkl`, "
             "or set MLXGPT_BLAS=/path/to/libopenblas.so")
+
+
+# ---------------------------------------------------------------- compile JIT flags
+
+# MLX's CPU backend compiles fused kernels by running `g++ -std=c++17 -O3 -Wall
+# -fPIC -shared ...` with no CPU-specific flags, so every exp/erf is a scalar
+# libm call. These flags let g++ vectorise for this CPU while keeping IEEE
+# results: no -ffast-math, no FMA contraction (measured bit-identical output,
+# GELU ~5-25x faster).
+JIT_FLAGS = ("-march=native", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off")
+
+_jit: str | None = None
+
+
+def _cpu_signature() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor() or platform.machine()
+    wanted = ("model name", "flags")
+    return "\n".join(sorted({line for line in lines if line.split(":")[0].strip() in wanted}))
+
+
+def setup_jit_flags() -> str:
+    """Make MLX's CPU kernel compiler use JIT_FLAGS, via a `g++` wrapper first on PATH.
+
+    MLX caches compiled kernels in $TMPDIR/mlx/, so TMPDIR is pointed at a directory
+    keyed by flags, compiler, CPU and MLX version: kernels built with different flags
+    or for another CPU are never mixed. Linux only; off with MLXGPT_JIT_FLAGS=0; a
+    no-op without g++. Returns a description for reports.
+    """
+    global _jit
+    if _jit is not None:
+        return _jit
+    _jit = "default"
+    if not sys.platform.startswith("linux") or os.environ.get("MLXGPT_JIT_FLAGS") == "0":
+        return _jit
+    if "mlx.core" in sys.modules:
+        _jit = "default (mlx.core imported before mlxgpt)"
+        return _jit
+    compiler = shutil.which("g++")
+    if compiler is None:
+        return _jit
+    try:
+        version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=10).stdout
+        mlx_version = metadata.version("mlx")
+    except (OSError, subprocess.SubprocessError, metadata.PackageNotFoundError):
+        return _jit
+    key = hashlib.sha256("\0".join([*JIT_FLAGS, compiler, version, _cpu_signature(), mlx_version]).encode())
+    from mlxgpt.data import cache_dir  # plain Python, no mlx
+
+    root = cache_dir() / "jit" / key.hexdigest()[:16]
+    wrapper = root / "bin" / "g++"
+    try:
+        (root / "tmp").mkdir(parents=True, exist_ok=True)
+        wrapper.parent.mkdir(parents=True, exist_ok=True)
+        script = f'#!/bin/sh\nexec "{compiler}" "$@" {" ".join(JIT_FLAGS)}\n'
+        if not wrapper.exists() or wrapper.read_text() != script:
+            tmp = wrapper.with_suffix(f".{os.getpid()}")
+            tmp.write_text(script)
+            tmp.chmod(0o755)
+            os.replace(tmp, wrapper)
+    except OSError:
+        return _jit  # read-only home or similar: keep MLX's defaults
+    os.environ["PATH"] = f"{wrapper.parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    os.environ["TMPDIR"] = str(root / "tmp")
+    _jit = " ".join(JIT_FLAGS)
+    return _jit
 
 
 def device_name() -> str:
