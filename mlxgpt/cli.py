@@ -43,6 +43,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     g.add_argument("--tokenizer", default="char", help="how text becomes tokens: char")
     g.add_argument("--no-ui", action="store_true", help="plain log lines even in a terminal")
+    g.add_argument("--cpu-streams", type=int, help="CPU only: split each batch over this many concurrent "
+                                                   "MLX streams (default: one per core, at most 4)")
 
     g = p.add_argument_group("model (override the preset)")
     g.add_argument("--n-layer", type=int, help="transformer blocks")
@@ -76,7 +78,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 # flags that are not ModelArgs/TrainArgs fields (all others are, by the same name)
-_NOT_OVERRIDES = {"data", "preset", "out", "resume", "overwrite", "tokenizer", "no_ui", "command", "func"}
+_NOT_OVERRIDES = {"data", "preset", "out", "resume", "overwrite", "tokenizer", "no_ui", "command", "func",
+                  "cpu_streams"}
 
 
 def make_renderer(no_ui: bool):
@@ -91,7 +94,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     overrides = {k: v for k, v in vars(args).items() if k not in _NOT_OVERRIDES and v is not None}
     options = TrainOptions(data=args.data, out=args.out, preset=args.preset, tokenizer=args.tokenizer,
-                           resume=args.resume, overwrite=args.overwrite, overrides=overrides)
+                           resume=args.resume, overwrite=args.overwrite, overrides=overrides,
+                           streams=args.cpu_streams)
     renderer = make_renderer(args.no_ui)
     try:
         finished = run_training(options, renderer)

@@ -18,6 +18,7 @@ class RunStarted:
     preset_note: str  # why this preset (e.g. "default on CPU")
     device: str
     blas: str
+    parallelism: str  # e.g. "2 streams, 1 BLAS thread, cache 4 GB"
     model_args: dict[str, Any]
     train_args: dict[str, Any]
     tokenizer: str

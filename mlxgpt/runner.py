@@ -14,7 +14,7 @@ from typing import Any
 
 import mlx.core as mx
 
-from mlxgpt.backend import device_name, on_gpu, setup_blas
+from mlxgpt.backend import configure_device, device_name, on_gpu, setup_blas
 from mlxgpt.checkpoint import load_checkpoint_tokenizer, load_model, load_training_state, read_config
 from mlxgpt.config import PRESETS, ModelArgs, TrainArgs, default_preset_name
 from mlxgpt.data import Dataset, read_text, resolve_data, split_text
@@ -41,6 +41,7 @@ class TrainOptions:
     resume: bool = False
     overwrite: bool = False
     overrides: dict[str, Any] = field(default_factory=dict)
+    streams: int | None = None  # CPU streams per step (None: automatic)
     argv: list[str] = field(default_factory=list)  # for the resume hint
 
 
@@ -76,8 +77,14 @@ def _train_tokenizer(kind: str, text: str, options: dict[str, Any]) -> Tokenizer
 
 
 def prepare_run(options: TrainOptions) -> tuple[Run, RunStarted]:
-    if options.resume:
-        return _prepare_resume(options)
+    run, started = _prepare_resume(options) if options.resume else _prepare_new(options)
+    settings = configure_device(options.streams)
+    run.streams = settings.streams
+    started.parallelism = settings.describe()
+    return run, started
+
+
+def _prepare_new(options: TrainOptions) -> tuple[Run, RunStarted]:
     if not options.data:
         raise MlxgptError("no training text: pass --data PATH (a UTF-8 text file) or --data shakespeare")
     data_path = resolve_data(options.data)
@@ -158,7 +165,7 @@ def _resume_command(out: Path) -> str:
 def _started(run: Run, preset: str, note: str) -> RunStarted:
     model, args = run.model, run.args
     n_params = model.num_params()
-    return RunStarted(str(run.out_dir), preset, note, device_name(), setup_blas().describe(),
+    return RunStarted(str(run.out_dir), preset, note, device_name(), setup_blas().describe(), "",
                       vars(model.args).copy(), dataclasses.asdict(args), run.tokenizer.kind,
                       run.tokenizer.vocab_size, n_params, model.num_params(non_embedding=False),
                       len(run.data.train), len(run.data.val), run.state.iter,

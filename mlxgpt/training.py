@@ -62,21 +62,44 @@ def global_norm(grads: Any) -> mx.array:
     return mx.sqrt(sum(mx.sum(g * g) for _, g in tree_flatten(grads)))
 
 
-def make_train_step(model: GPT, optimizer: optim.Optimizer, grad_clip: float):
+def make_train_step(model: GPT, optimizer: optim.Optimizer, grad_clip: float, streams: int = 1):
     """One optimizer step over `accum` micro-batches, compiled into a single graph.
 
     The model's parameters, the optimizer's moments and MLX's RNG (dropout) are
-    declared as state so the compiled function may read and replace them."""
+    declared as state so the compiled function may read and replace them.
+
+    streams > 1 splits each micro-batch into shards computed on separate MLX
+    streams, which run concurrently: on a CPU that is how non-matmul ops use
+    more than one core. The loss is a mean over tokens, so the batch's gradient
+    is the size-weighted mean of the shards' gradients (same math, float-level
+    differences only)."""
     state = [model.state, optimizer.state, mx.random.state]
     loss_and_grad = nn.value_and_grad(model, loss_fn)
+    shard_streams = [mx.default_stream(mx.default_device())] + [mx.new_stream(mx.default_device())
+                                                                for _ in range(streams - 1)]
+
+    def batch_loss_and_grad(x: mx.array, y: mx.array) -> tuple[mx.array, Any]:
+        batch = x.shape[0]
+        if len(shard_streams) == 1 or batch < 2:
+            return loss_and_grad(model, x, y)
+        shards = min(len(shard_streams), batch)
+        bounds = [batch * i // shards for i in range(shards + 1)]
+        results, weights = [], []
+        for stream, lo, hi in zip(shard_streams, bounds[:-1], bounds[1:]):
+            with mx.stream(stream):
+                results.append(loss_and_grad(model, x[lo:hi], y[lo:hi]))
+            weights.append((hi - lo) / batch)
+        loss = sum(w * shard_loss for w, (shard_loss, _) in zip(weights, results))
+        grads = tree_map(lambda *gs: sum(w * g for w, g in zip(weights, gs)), *[g for _, g in results])
+        return loss, grads
 
     @partial(mx.compile, inputs=state, outputs=state)
     def step(x: mx.array, y: mx.array) -> tuple[mx.array, mx.array]:
         # x, y: (accum, B, T). Gradient accumulation: average the micro-batch gradients.
         accum = x.shape[0]
-        loss, grads = loss_and_grad(model, x[0], y[0])
+        loss, grads = batch_loss_and_grad(x[0], y[0])
         for i in range(1, accum):
-            micro_loss, micro_grads = loss_and_grad(model, x[i], y[i])
+            micro_loss, micro_grads = batch_loss_and_grad(x[i], y[i])
             loss = loss + micro_loss
             grads = tree_map(mx.add, grads, micro_grads)
         if accum > 1:
@@ -133,6 +156,7 @@ class Run:
     config_extra: dict[str, Any]  # saved into config.json (preset, data path, ...)
     state: LoopState = field(default_factory=LoopState)
     resume_command: str = ""
+    streams: int = 1  # batch shards run concurrently (see make_train_step)
 
 
 class StopRequests:
@@ -201,7 +225,7 @@ def train(run: Run, on_event: EventHandler) -> RunFinished:
         sampler.state = state.sampler_state
     eval_batches = {"train": fixed_batches(run.data.train, args, block_size, args.seed + 1),
                     "val": fixed_batches(run.data.val, args, block_size, args.seed + 2)}
-    step, step_state = make_train_step(model, run.optimizer, args.grad_clip)
+    step, step_state = make_train_step(model, run.optimizer, args.grad_clip, run.streams)
     eval_loss = make_eval_loss(model)
     tokens_per_iter = args.batch_size * args.grad_accum * block_size
 
