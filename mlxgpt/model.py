@@ -98,11 +98,12 @@ class CausalSelfAttention(nn.Module):
         if cache is not None:
             k, v = cache.update_and_fetch(k, v)  # (B, nh, offset + T, hs)
         mask = "causal" if T > 1 else None  # a single new token may see everything cached
-        if self.training and self.dropout > 0:
-            y = attention_weights(q, k, self.scale)  # explicit, so dropout can act on the weights
-            y = self.attn_dropout(y) @ v
+        if (self.training and self.dropout > 0) or mx.default_device().type == mx.cpu:
+            # Explicit: dropout can act on the weights, and on a CPU mx.compile fuses
+            # this softmax into the surrounding elementwise work (faster than the fused op there).
+            y = self.attn_dropout(attention_weights(q, k, self.scale)) @ v
         else:
-            # The fused kernel; "causal" keeps it on its fast path (aligned to the cache's end).
+            # The fused kernel (Metal/CUDA); "causal" keeps it on its fast path (aligned to the cache's end).
             y = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
         y = y.transpose(0, 2, 1, 3).reshape(B, T, C)  # re-assemble heads side by side
         return self.resid_dropout(self.c_proj(y))
@@ -116,7 +117,9 @@ def attention_weights(q: mx.array, k: mx.array, scale: float) -> mx.array:
     scores = (q * scale) @ k.transpose(0, 1, 3, 2)
     allowed = (mx.arange(Tq)[:, None] + (Tk - Tq)) >= mx.arange(Tk)[None, :]
     scores = mx.where(allowed, scores, mx.array(-mx.inf, scores.dtype))
-    return mx.softmax(scores, axis=-1, precise=True)
+    # softmax written out: subtract the row max (stability), exponentiate, normalise
+    weights = mx.exp(scores - mx.max(scores, axis=-1, keepdims=True))
+    return weights / mx.sum(weights, axis=-1, keepdims=True)
 
 
 class MLP(nn.Module):
