@@ -245,20 +245,21 @@ def _set_blas_threads(threads: int) -> bool:
         return False
 
 
-def configure_device(streams: int | None = None) -> DeviceSettings:
+def configure_device(streams: int | None = None, processes: int = 1) -> DeviceSettings:
     """Tune MLX for the default device before training.
 
     On CPU, MLX runs every op but matmul on one thread per stream, so a step
     splits its batch over `streams` CPU streams (default: one per core) and each
     matmul gets cores/streams BLAS threads; and MLX's buffer cache (32 MB by
     default on CPU) is raised so big activations are reused instead of being
-    page-faulted in again every step. On a GPU nothing changes.
+    page-faulted in again every step. `processes` training processes on this
+    machine share its cores. On a GPU nothing changes.
     """
     import mlx.core as mx
 
     if mx.default_device().type == mx.gpu:
         return DeviceSettings(1, None, None)
-    cores = os.cpu_count() or 1
+    cores = max(1, (os.cpu_count() or 1) // max(1, processes))
     streams = max(1, streams if streams is not None else min(cores, 4))
     blas_threads = max(1, cores // streams)
     if not _set_blas_threads(blas_threads):

@@ -7,6 +7,7 @@ stderr and a non-zero exit status, never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -41,7 +42,13 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--out", help="run directory (default out/<data-name>, a new one if that holds a run)")
     g.add_argument("--resume", action="store_true", help="continue the run in --out from its latest/ checkpoint")
     g.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
-    g.add_argument("--tokenizer", default="char", help="how text becomes tokens: char")
+    g.add_argument("--tokenizer", default="char", choices=["char", "sentencepiece"],
+                   help="how text becomes tokens: one per character, or subword pieces learned from the "
+                        "training split with SentencePiece")
+    g.add_argument("--vocab-size", type=int,
+                   help="SentencePiece vocabulary size (default 1024; at least 256 byte pieces + <unk> + "
+                        "newline + the text's characters)")
+    g.add_argument("--sp-model-type", choices=["bpe", "unigram"], help="SentencePiece algorithm (default bpe)")
     g.add_argument("--no-ui", action="store_true", help="plain log lines even in a terminal")
     g.add_argument("--cpu-streams", type=int, help="CPU only: split each batch over this many concurrent "
                                                    "MLX streams (default: one per core, at most 4)")
@@ -79,11 +86,25 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 # flags that are not ModelArgs/TrainArgs fields (all others are, by the same name)
 _NOT_OVERRIDES = {"data", "preset", "out", "resume", "overwrite", "tokenizer", "no_ui", "command", "func",
-                  "cpu_streams"}
+                  "cpu_streams", "vocab_size", "sp_model_type"}
+
+
+def _tokenizer_options(args: argparse.Namespace) -> dict:
+    """--vocab-size/--sp-model-type, as given (SentencePieceTokenizer.train has the defaults)."""
+    options = {k: v for k, v in (("vocab_size", args.vocab_size), ("model_type", args.sp_model_type)) if v is not None}
+    if options and args.tokenizer != "sentencepiece" and not args.resume:
+        raise MlxgptError("--vocab-size and --sp-model-type apply to --tokenizer sentencepiece only "
+                          "(a char tokenizer's vocabulary is the text's characters)")
+    return options
 
 
 def make_renderer(no_ui: bool):
-    """Plain lines unless stdout is a terminal (the Rich dashboard lives in its own issue)."""
+    """The Rich dashboard when stdout is a terminal; plain lines (no escape codes) for
+    pipes, files, CI, TERM=dumb and --no-ui."""
+    if not no_ui and sys.stdout.isatty() and os.environ.get("TERM") != "dumb":
+        from mlxgpt.ui.rich_live import RichDashboard
+
+        return RichDashboard()
     from mlxgpt.ui.plain import PlainRenderer
 
     return PlainRenderer()
@@ -94,7 +115,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     overrides = {k: v for k, v in vars(args).items() if k not in _NOT_OVERRIDES and v is not None}
     options = TrainOptions(data=args.data, out=args.out, preset=args.preset, tokenizer=args.tokenizer,
-                           resume=args.resume, overwrite=args.overwrite, overrides=overrides,
+                           tokenizer_options=_tokenizer_options(args), resume=args.resume, overwrite=args.overwrite, overrides=overrides,
                            streams=args.cpu_streams)
     renderer = make_renderer(args.no_ui)
     try:
@@ -122,6 +143,9 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-samples", type=int, default=1, help="independent samples to draw")
     p.add_argument("--stop", help="stop a sample once this text appears")
     p.add_argument("--no-cache", action="store_true", help="recompute the whole context per token (slow; for comparison)")
+    p.add_argument("--show-probs", nargs="?", type=int, const=10, metavar="K",
+                   help="for each token, show the K most likely candidates (default 10) with bars, the chosen one "
+                        "marked, after temperature/top-k/top-p/min-p; then the text coloured by probability")
 
 
 def _read_prompt(args: argparse.Namespace) -> str:
@@ -149,26 +173,64 @@ def cmd_generate(args: argparse.Namespace) -> int:
     prompt = _read_prompt(args)
     model, tokenizer = load(args.checkpoint or latest_run())
     tokenizer.encode(prompt)  # fail on unknown characters before printing anything
+    if args.show_probs is not None and args.show_probs < 1:
+        raise MlxgptError(f"--show-probs needs at least 1 candidate, got {args.show_probs}")
     out = sys.stdout
     for i in range(args.num_samples):
         if i:
             out.write("\n---------------\n")
-        out.write(prompt)
         seed = None if args.seed is None else args.seed + i
-        for piece in generate(model, tokenizer, prompt, args.max_new_tokens, temperature=args.temperature,
-                              top_k=args.top_k, top_p=args.top_p, min_p=args.min_p, seed=seed, stop=args.stop,
-                              use_cache=not args.no_cache):
+        pieces = generate(model, tokenizer, prompt, args.max_new_tokens, temperature=args.temperature,
+                          top_k=args.top_k, top_p=args.top_p, min_p=args.min_p, seed=seed, stop=args.stop,
+                          use_cache=not args.no_cache)
+        if args.show_probs is not None:  # a table per token (plain text when not a terminal)
+            from mlxgpt.ui.probs import sampling_note, show_probs
+
+            show_probs(pieces, tokenizer, prompt, args.show_probs,
+                       sampling_note(args.temperature, args.top_k, args.top_p, args.min_p), out)
+            continue
+        out.write(prompt)
+        for piece in pieces:
             out.write(piece.text)
             out.flush()
         out.write("\n")
     return 0
 
 
+# ---------------------------------------------------------------- launch
+
+
+def add_launch_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = ("Data-parallel training: run train.py on several processes or machines with mlx.launch, "
+                     "averaging gradients with mx.distributed; fails if any rank fails. "
+                     "Example: mlxgpt launch -n 2 -- --data shakespeare.txt --preset baby")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("-n", "--ranks", type=int, help="processes on this machine")
+    where.add_argument("--hostfile", help="mlx.launch JSON host list (IP addresses) for several machines")
+    p.add_argument("--backend", default="ring", help="mx.distributed backend (ring works over TCP everywhere)")
+    p.add_argument("--port", type=int, help="first TCP port of the ring backend (one per rank); default mlx.launch's")
+    p.add_argument("train_args", nargs=argparse.REMAINDER, help="-- then the arguments of train.py")
+
+
+def cmd_launch(args: argparse.Namespace) -> int:
+    from mlxgpt.distributed import launch
+
+    train_args = args.train_args[1:] if args.train_args[:1] == ["--"] else args.train_args
+    return launch(args.ranks, args.hostfile, train_args, args.backend, args.port)
+
+
 # ---------------------------------------------------------------- main
+
+from mlxgpt.inspect.cli import add_inspect_arguments, cmd_inspect  # noqa: E402 (the views' flags live with them)
+from mlxgpt import bench  # noqa: E402 (the benchmark's flags live with it; importing it loads no MLX or torch)
 
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]] = {
     "train": (add_train_arguments, cmd_train, "train a model on a text file"),
     "generate": (add_generate_arguments, cmd_generate, "stream text from a trained model"),
+    "inspect": (add_inspect_arguments, cmd_inspect,
+                "look inside a trained model: params, attention, embeddings, positions, next"),
+    "launch": (add_launch_arguments, cmd_launch, "data-parallel training over processes/machines"),
+    "bench": (bench.add_bench_arguments, bench.cmd_bench, "MLX vs PyTorch: speed, MFU, memory, cold start, parity"),
 }
 
 
@@ -193,17 +255,27 @@ def single_command_parser(command: str, prog: str) -> argparse.ArgumentParser:
 
 def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     args = parser.parse_args(argv)
+    code, message = 1, "crashed"
     try:
-        return args.func(args)
+        code, message = args.func(args), ""
+        return code
     except MlxgptError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        code, message = 1, str(exc)
         return 1
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
+        code, message = 130, "interrupted"
         return 130
     except BrokenPipeError:  # e.g. `python generate.py | head`
         sys.stderr.close()
+        code = 0
         return 0
+    finally:
+        if "MLX_RANK" in os.environ:  # a rank of `mlxgpt launch`: tell the launcher how we ended
+            from mlxgpt.distributed import record_exit_status
+
+            record_exit_status(code, message)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

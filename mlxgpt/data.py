@@ -11,7 +11,6 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -107,27 +106,30 @@ class Dataset:
 
 
 class BatchSampler:
-    """Random (B, T) windows of a token array, from its own seeded generator.
+    """Random (B, T) windows of a token array.
 
-    The generator's state is plain JSON (numpy's PCG64 state dict), so a
-    checkpoint can save it and --resume continues with the very same batches.
+    `batch(iteration)` depends only on (seed, rank, iteration): --resume needs no
+    sampler state to continue with the very same batches, and each rank of a
+    distributed run draws its own. `next()` draws from one seeded stream (for
+    fixed evaluation batches).
     """
 
-    def __init__(self, ids: np.ndarray, batch_size: int, block_size: int, seed: int) -> None:
+    def __init__(self, ids: np.ndarray, batch_size: int, block_size: int, seed: int, rank: int = 0) -> None:
         self.ids, self.batch_size, self.block_size = ids, batch_size, block_size
+        self.seed, self.rank = seed, rank
         self.rng = np.random.Generator(np.random.PCG64(seed))
         self.offsets = np.arange(block_size + 1)
 
-    def next(self, count: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """(count, B, T) inputs and targets (targets are inputs shifted by one)."""
-        starts = self.rng.integers(0, len(self.ids) - self.block_size, size=(count, self.batch_size))
+    def _windows(self, rng: np.random.Generator, count: int) -> tuple[np.ndarray, np.ndarray]:
+        starts = rng.integers(0, len(self.ids) - self.block_size, size=(count, self.batch_size))
         windows = self.ids[starts[..., None] + self.offsets].astype(np.int32)  # (count, B, T+1)
-        return windows[..., :-1], windows[..., 1:]
+        return windows[..., :-1], windows[..., 1:]  # targets are the inputs shifted by one
 
-    @property
-    def state(self) -> dict[str, Any]:
-        return self.rng.bit_generator.state
+    def next(self, count: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """(count, B, T) inputs and targets from the sampler's own stream."""
+        return self._windows(self.rng, count)
 
-    @state.setter
-    def state(self, value: dict[str, Any]) -> None:
-        self.rng.bit_generator.state = value
+    def batch(self, iteration: int, count: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """(count, B, T) inputs and targets for one training step."""
+        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed, self.rank, iteration])))
+        return self._windows(rng, count)

@@ -28,8 +28,9 @@ class RunStarted:
     train_tokens: int
     val_tokens: int
     start_iter: int  # > 0 when resuming
-    tokens_per_iter: int  # batch * grad_accum * block
+    tokens_per_iter: int  # batch * grad_accum * block * ranks
     flops_per_token: int
+    world_size: int = 1  # data-parallel ranks (mlxgpt launch)
     kind: str = field(default="run_started", init=False)
 
 
@@ -91,6 +92,7 @@ class RunFinished:
     tokens_per_s: float
     out_dir: str
     resume_command: str | None = None
+    picture_path: str | None = None  # the loss picture, once runner.py has drawn it
     kind: str = field(default="run_finished", init=False)
 
 

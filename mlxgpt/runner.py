@@ -18,11 +18,13 @@ from mlxgpt.backend import configure_device, device_name, on_gpu, setup_blas
 from mlxgpt.checkpoint import load_checkpoint_tokenizer, load_model, load_training_state, read_config
 from mlxgpt.config import PRESETS, ModelArgs, TrainArgs, default_preset_name
 from mlxgpt.data import Dataset, read_text, resolve_data, split_text
+from mlxgpt.distributed import World, check_same_across_ranks, init_world
 from mlxgpt.errors import MlxgptError
 from mlxgpt.events import EventHandler, RunFinished, RunStarted
 from mlxgpt.model import GPT, flops_per_token
 from mlxgpt.tokenizers import TOKENIZERS, Tokenizer
 from mlxgpt.ui.metrics import MetricsWriter
+from mlxgpt.ui.picture import with_loss_picture
 from mlxgpt.training import LoopState, Run, build_optimizer, train
 
 MODEL_FIELDS = {f.name for f in dataclasses.fields(ModelArgs)}
@@ -77,10 +79,16 @@ def _train_tokenizer(kind: str, text: str, options: dict[str, Any]) -> Tokenizer
 
 
 def prepare_run(options: TrainOptions) -> tuple[Run, RunStarted]:
-    run, started = _prepare_resume(options) if options.resume else _prepare_new(options)
-    settings = configure_device(options.streams)
+    world = init_world()
+    run, started = _prepare_resume(options, world) if options.resume else _prepare_new(options)
+    run.world = world
+    # ranks on one machine share its cores (assume all are local: the common case; --cpu-streams overrides)
+    settings = configure_device(options.streams, processes=world.size)
     run.streams = settings.streams
-    started.parallelism = settings.describe()
+    started.parallelism = settings.describe() + (f", {world.size} ranks" if world.size > 1 else "")
+    started.tokens_per_iter *= world.size
+    started.world_size = world.size
+    check_same_across_ranks(world, int(run.data.train[:100_000].sum()) + len(run.data.train), "the training data")
     return run, started
 
 
@@ -111,7 +119,7 @@ def _prepare_new(options: TrainOptions) -> tuple[Run, RunStarted]:
     return run, _started(run, preset, note)
 
 
-def _prepare_resume(options: TrainOptions) -> tuple[Run, RunStarted]:
+def _prepare_resume(options: TrainOptions, world: World) -> tuple[Run, RunStarted]:
     if not options.out:
         raise MlxgptError("--resume needs the run directory: pass --out RUN_DIR (e.g. --out out/shakespeare)")
     out = Path(options.out)
@@ -138,6 +146,9 @@ def _prepare_resume(options: TrainOptions) -> tuple[Run, RunStarted]:
     model = load_model(checkpoint_dir, config)
     model.train()
     state, optimizer_state = load_training_state(checkpoint_dir)
+    if state.get("world_size", 1) != world.size:
+        raise MlxgptError(f"{out} was trained with {state.get('world_size', 1)} rank(s) but this run has {world.size}: "
+                          "resume with the same number (mlxgpt launch -n N), or start a new run")
     optimizer = build_optimizer(train_args)
     optimizer.init(model.trainable_parameters())
     try:
@@ -176,9 +187,13 @@ def _started(run: Run, preset: str, note: str) -> RunStarted:
 def run_training(options: TrainOptions, renderer: EventHandler) -> RunFinished:
     """Prepare, announce, train; every event goes to metrics.jsonl and to the renderer."""
     run, started = prepare_run(options)
+    if not run.world.is_main:
+        return train(run, lambda event: None)  # rank 0 reports for everyone
     metrics = MetricsWriter(run.out_dir / "metrics.jsonl", append=options.resume)
 
     def on_event(event) -> None:
+        if isinstance(event, RunFinished):  # draw the loss picture before anyone reports the end
+            event = with_loss_picture(event, metrics.path)
         metrics(event)
         renderer(event)
 

@@ -23,6 +23,7 @@ from mlx.utils import tree_flatten, tree_map
 from mlxgpt.checkpoint import save_checkpoint
 from mlxgpt.config import TrainArgs
 from mlxgpt.data import BatchSampler, Dataset
+from mlxgpt.distributed import SINGLE, World, mean_across
 from mlxgpt.events import (CheckpointSaved, EvalDone, EventHandler, RunFinished, SampleGenerated,
                            StepLogged)
 from mlxgpt.generate import generate
@@ -62,7 +63,8 @@ def global_norm(grads: Any) -> mx.array:
     return mx.sqrt(sum(mx.sum(g * g) for _, g in tree_flatten(grads)))
 
 
-def make_train_step(model: GPT, optimizer: optim.Optimizer, grad_clip: float, streams: int = 1):
+def make_train_step(model: GPT, optimizer: optim.Optimizer, grad_clip: float, streams: int = 1,
+                    world: World = SINGLE):
     """One optimizer step over `accum` micro-batches, compiled into a single graph.
 
     The model's parameters, the optimizer's moments and MLX's RNG (dropout) are
@@ -72,7 +74,11 @@ def make_train_step(model: GPT, optimizer: optim.Optimizer, grad_clip: float, st
     streams, which run concurrently: on a CPU that is how non-matmul ops use
     more than one core. The loss is a mean over tokens, so the batch's gradient
     is the size-weighted mean of the shards' gradients (same math, float-level
-    differences only)."""
+    differences only).
+
+    In a distributed run every rank computes gradients on its own batch and they
+    are averaged across ranks inside the compiled step, before clipping, so all
+    ranks apply the same update and keep identical parameters."""
     state = [model.state, optimizer.state, mx.random.state]
     loss_and_grad = nn.value_and_grad(model, loss_fn)
     shard_streams = [mx.default_stream(mx.default_device())] + [mx.new_stream(mx.default_device())
@@ -105,6 +111,9 @@ def make_train_step(model: GPT, optimizer: optim.Optimizer, grad_clip: float, st
         if accum > 1:
             loss = loss / accum
             grads = tree_map(lambda g: g / accum, grads)
+        if world.size > 1:
+            grads = nn.average_gradients(grads, group=world.group)
+            loss = mx.distributed.all_sum(loss, group=world.group) / world.size
         if grad_clip > 0:
             grads, norm = optim.clip_grad_norm(grads, grad_clip)
         else:
@@ -136,7 +145,7 @@ class LoopState:
     best_val_bpc: float = math.inf
     last_val_loss: float = math.inf
     evaluated_at: int = -1
-    sampler_state: dict[str, Any] = field(default_factory=dict)
+    world_size: int = 1  # ranks that trained it (resume needs the same number)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "LoopState":
@@ -157,6 +166,7 @@ class Run:
     state: LoopState = field(default_factory=LoopState)
     resume_command: str = ""
     streams: int = 1  # batch shards run concurrently (see make_train_step)
+    world: World = SINGLE  # this process's rank among the training processes
 
 
 class StopRequests:
@@ -187,6 +197,8 @@ def stop_on_interrupt() -> Iterator[StopRequests]:
 
 
 def _save(run: Run, which: str, on_event: EventHandler) -> None:
+    if not run.world.is_main:
+        return  # rank 0 writes; the others hold identical parameters
     state = run.state
     path = save_checkpoint(run.out_dir / which, run.model, run.tokenizer, train_args=asdict(run.args),
                            extra=run.config_extra, optimizer_state=run.optimizer.state, state=asdict(state))
@@ -201,7 +213,7 @@ def _evaluate(run: Run, eval_loss, batches: dict[str, list]) -> dict[str, float]
         mx.eval(values)
         losses[split] = float(np.mean([v.item() for v in values]))
     run.model.train()
-    return losses
+    return dict(zip(losses, mean_across(run.world, list(losses.values()))))
 
 
 def step_seed(seed: int, iteration: int) -> int:
@@ -220,14 +232,14 @@ def train(run: Run, on_event: EventHandler) -> RunFinished:
     model, args, state = run.model, run.args, run.state
     block_size = model.args.block_size
     model.train()
-    sampler = BatchSampler(run.data.train, args.batch_size, block_size, args.seed)
-    if state.sampler_state:
-        sampler.state = state.sampler_state
-    eval_batches = {"train": fixed_batches(run.data.train, args, block_size, args.seed + 1),
-                    "val": fixed_batches(run.data.val, args, block_size, args.seed + 2)}
-    step, step_state = make_train_step(model, run.optimizer, args.grad_clip, run.streams)
+    rank = run.world.rank
+    sampler = BatchSampler(run.data.train, args.batch_size, block_size, args.seed, rank)
+    eval_batches = {"train": fixed_batches(run.data.train, args, block_size, args.seed + 1 + 2 * rank),
+                    "val": fixed_batches(run.data.val, args, block_size, args.seed + 2 + 2 * rank)}
+    step, step_state = make_train_step(model, run.optimizer, args.grad_clip, run.streams, run.world)
     eval_loss = make_eval_loss(model)
-    tokens_per_iter = args.batch_size * args.grad_accum * block_size
+    tokens_per_iter = args.batch_size * args.grad_accum * block_size * run.world.size
+    state.world_size = run.world.size
 
     started = time.perf_counter()
     train_seconds, interval_seconds, interval_steps, tokens_done = 0.0, 0.0, 0, 0
@@ -249,9 +261,8 @@ def train(run: Run, on_event: EventHandler) -> RunFinished:
                 on_event(EvalDone(state.iter, losses["train"], losses["val"], bpc, _current_lr(run.optimizer),
                                   tokens_done / train_seconds if train_seconds else 0.0,
                                   state.best_val_loss, is_best))
-                if args.sample_tokens > 0:
+                if args.sample_tokens > 0 and run.world.is_main:
                     on_event(SampleGenerated(state.iter, args.sample_prompt, _sample(run)))
-                state.sampler_state = sampler.state
                 if is_best and state.iter > 0:
                     _save(run, "best", on_event)
                 _save(run, "latest", on_event)
@@ -261,7 +272,7 @@ def train(run: Run, on_event: EventHandler) -> RunFinished:
                 break
 
             t0 = time.perf_counter()
-            x, y = sampler.next(args.grad_accum)
+            x, y = sampler.batch(state.iter, args.grad_accum)
             mx.random.seed(step_seed(args.seed, state.iter))  # dropout masks depend on (seed, step) only
             loss, norm = step(mx.array(x), mx.array(y))
             # The one mx.eval per step. MLX is lazy: step() only *built* the graph

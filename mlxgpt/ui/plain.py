@@ -19,6 +19,14 @@ def format_count(n: float) -> str:
     return f"{n:.0f}"
 
 
+def _effective_batch(event: RunStarted) -> str:
+    if event.world_size == 1:
+        return ""
+    t = event.train_args
+    return (f" (effective batch {event.world_size} ranks x {t['batch_size']} x {t['grad_accum']} accum = "
+            f"{event.world_size * t['batch_size'] * t['grad_accum']} sequences)")
+
+
 def format_event(event: Event) -> str | None:
     """The line for one event (None: nothing to print)."""
     if isinstance(event, RunStarted):
@@ -29,7 +37,7 @@ def format_event(event: Event) -> str | None:
                 f"model: {m['n_layer']} layers, {m['n_head']} heads, {m['n_embd']} embd, block {m['block_size']}, "
                 f"{format_count(event.n_params)} parameters ({event.tokenizer} tokenizer, vocab {event.vocab_size})\n"
                 f"data: {format_count(event.train_tokens)} train / {format_count(event.val_tokens)} val tokens, "
-                f"{event.tokens_per_iter} tokens per iter; run directory {event.out_dir}")
+                f"{event.tokens_per_iter} tokens per iter{_effective_batch(event)}; run directory {event.out_dir}")
     if isinstance(event, StepLogged):
         return (f"iter {event.iter:>6}/{event.max_iters}: loss {event.train_loss:.4f}, lr {event.lr:.2e}, "
                 f"grad norm {event.grad_norm:.2f}, {event.ms_per_iter:.1f} ms/iter, "
@@ -47,6 +55,8 @@ def format_event(event: Event) -> str | None:
                  f"(bpc {event.best_val_bpc:.4f}), {event.train_seconds:.1f} s training "
                  f"({event.wall_seconds:.1f} s wall), {format_count(event.tokens_per_s)} tok/s; "
                  f"checkpoints in {event.out_dir}"]
+        if event.picture_path:
+            lines.append(f"loss curves: {event.picture_path}")
         if event.resume_command:
             lines.append(f"resume with: {event.resume_command}")
         return "\n".join(lines)
