@@ -166,6 +166,14 @@ def _cpu_signature() -> str:
     return "\n".join(sorted({line for line in lines if line.split(":")[0].strip() in wanted}))
 
 
+def jit_cache_root() -> Path:
+    """$MLXGPT_JIT_CACHE, else $XDG_CACHE_HOME/mlxgpt-jit, else ~/.cache/mlxgpt-jit."""
+    if os.environ.get("MLXGPT_JIT_CACHE"):
+        return Path(os.environ["MLXGPT_JIT_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "mlxgpt-jit"
+
+
 def setup_jit_flags() -> str:
     """Make MLX's CPU kernel compiler use JIT_FLAGS, via a `g++` wrapper first on PATH.
 
@@ -192,9 +200,7 @@ def setup_jit_flags() -> str:
     except (OSError, subprocess.SubprocessError, metadata.PackageNotFoundError):
         return _jit
     key = hashlib.sha256("\0".join([*JIT_FLAGS, compiler, version, _cpu_signature(), mlx_version]).encode())
-    from mlxgpt.data import cache_dir  # plain Python, no mlx
-
-    root = cache_dir() / "jit" / key.hexdigest()[:16]
+    root = jit_cache_root() / key.hexdigest()[:16]
     wrapper = root / "bin" / "g++"
     try:
         (root / "tmp").mkdir(parents=True, exist_ok=True)

@@ -110,8 +110,18 @@ def make_renderer(no_ui: bool):
     return PlainRenderer()
 
 
+def warn_if_slow_blas() -> None:
+    from mlxgpt.backend import blas_warning, setup_blas
+
+    warning = blas_warning(setup_blas())
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from mlxgpt.runner import TrainOptions, run_training
+
+    warn_if_slow_blas()
 
     overrides = {k: v for k, v in vars(args).items() if k not in _NOT_OVERRIDES and v is not None}
     options = TrainOptions(data=args.data, out=args.out, preset=args.preset, tokenizer=args.tokenizer,
