@@ -1,0 +1,123 @@
+"""Cold start: one framework, one fresh process, one training step.
+
+The benchmark starts `python -m mlxgpt.bench.coldstart '<json>'` once per mode
+and takes the time from just before it started the process to the end of the
+first training step, which this child reports (wall clock, `time.time()`, so
+parent and child share it). Everything a user waits for is inside: Python,
+imports, building the model and optimizer, MLX's compile and kernel JIT or
+torch.compile's tracing and code generation, and the step itself.
+
+Only the standard library is imported at module level, so a PyTorch child
+never loads MLX and an MLX child never loads torch (the parent also sets
+MLXGPT_BLAS=reference for PyTorch children, so not even OpenBLAS is loaded).
+The last line on stdout is one JSON object.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+
+
+def _proc_status_mb(field: str) -> float | None:
+    """A memory line of /proc/self/status (Linux), in MiB."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 2**10  # kB
+    except OSError:
+        pass
+    return None
+
+
+def current_rss_mb() -> float:
+    value = _proc_status_mb("VmRSS")
+    return value if value is not None else peak_rss_mb()  # macOS: the peak so far is the best we have
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. On Linux VmHWM, not ru_maxrss: the
+    latter survives fork+exec, so a child would report its parent's peak."""
+    value = _proc_status_mb("VmHWM")
+    if value is not None:
+        return value
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB elsewhere
+
+
+def run_mlx(spec: dict) -> dict:
+    import mlxgpt  # noqa: F401  (fast BLAS before mlx.core)
+    import mlx.core as mx
+    import numpy as np
+
+    from mlxgpt.backend import configure_device
+    from mlxgpt.config import ModelArgs, TrainArgs
+    from mlxgpt.model import GPT
+    from mlxgpt.training import build_optimizer, make_train_step
+
+    imported = time.time()
+    settings = configure_device(spec["cpu_streams"])  # as training does
+    if spec["mode"] == "mlx-uncompiled":
+        mx.disable_compile()
+    args, train = ModelArgs.from_dict(spec["model"]), TrainArgs.from_dict(spec["train"])
+    mx.random.seed(spec["seed"])
+    model = GPT(args)
+    step, state = make_train_step(model, build_optimizer(train), train.grad_clip, settings.streams)
+    rng = np.random.default_rng(spec["seed"])
+    shape = (1, train.batch_size, args.block_size)
+    x = mx.array(rng.integers(0, args.vocab_size, shape), dtype=mx.int32)
+    y = mx.array(rng.integers(0, args.vocab_size, shape), dtype=mx.int32)
+    mx.eval(model.parameters())
+    rss_base = current_rss_mb()
+    started = time.time()
+    loss, norm = step(x, y)
+    mx.eval(state, loss, norm)
+    ended = time.time()
+    return {"t_imported": imported, "t_end": ended, "first_step_s": ended - started, "loss": loss.item(),
+            "rss_base_mb": rss_base, "rss_peak_mb": peak_rss_mb(), "device_peak_mb": mx.get_peak_memory() / 2**20}
+
+
+def run_torch(spec: dict) -> dict:
+    import torch
+
+    from mlxgpt.bench.torch_ref import GPT, Trainer, synchronize
+    from mlxgpt.config import ModelArgs, TrainArgs
+
+    imported = time.time()
+    torch.set_num_threads(spec["threads"])
+    device = spec["torch_device"]
+    args, train = ModelArgs.from_dict(spec["model"]), TrainArgs.from_dict(spec["train"])
+    torch.manual_seed(spec["seed"])
+    model = GPT(args).to(device)
+    model.train()
+    forward = torch.compile(model) if spec["mode"] == "torch-compile" else model
+    trainer = Trainer(model, train, torch.device(device).type, forward)
+    generator = torch.Generator().manual_seed(spec["seed"])
+    shape = (1, train.batch_size, args.block_size)
+    x = torch.randint(0, args.vocab_size, shape, generator=generator).to(device)
+    y = torch.randint(0, args.vocab_size, shape, generator=generator).to(device)
+    rss_base = current_rss_mb()
+    started = time.time()
+    loss, _ = trainer.step(x, y)
+    synchronize(device)
+    ended = time.time()
+    device_peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None
+    return {"t_imported": imported, "t_end": ended, "first_step_s": ended - started, "loss": loss.item(),
+            "rss_base_mb": rss_base, "rss_peak_mb": peak_rss_mb(), "device_peak_mb": device_peak}
+
+
+def main(argv: list[str]) -> int:
+    spec = json.loads(argv[0])
+    try:
+        result = run_mlx(spec) if spec["mode"].startswith("mlx") else run_torch(spec)
+    except Exception as exc:  # reported to the parent, which shows it in the table
+        result = {"error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"}
+    sys.stdout.write("\n" + json.dumps(result) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,142 @@
+"""Do the MLX model and its PyTorch mirror compute the same thing?
+
+`check_parity` runs one batch through both (dropout off) and compares logits,
+loss and every gradient; the parity tests and the benchmark's start-up both use
+it, so a benchmark never compares two different computations. Tolerances are
+relative to each tensor's largest magnitude: fp32 on two different BLAS
+libraries agrees to ~1e-6 relative; a single wrong weight or a different
+activation function shows up orders of magnitude above the tolerance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# max |a - b| <= ATOL + RTOL * max |reference|, per tensor
+RTOL = 2e-5
+ATOL = 1e-9
+
+
+@dataclass
+class Difference:
+    """How far one tensor of MLX is from the same tensor of PyTorch."""
+
+    name: str
+    max_abs: float  # max |mlx - torch|
+    scale: float  # max |torch|
+    tolerance: float
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.max_abs <= self.tolerance)  # False for NaN
+
+    @property
+    def relative(self) -> float:
+        return self.max_abs / self.scale if self.scale else self.max_abs
+
+
+@dataclass
+class ParityReport:
+    differences: list[Difference] = field(default_factory=list)
+    loss_mlx: float = float("nan")
+    loss_torch: float = float("nan")
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.differences) and all(d.ok for d in self.differences)
+
+    @property
+    def worst(self) -> Difference:
+        """The tensor furthest out of (or closest to the edge of) its tolerance."""
+        return max(self.differences, key=lambda d: d.max_abs / d.tolerance if d.max_abs == d.max_abs else np.inf)
+
+    @property
+    def failures(self) -> list[Difference]:
+        return [d for d in self.differences if not d.ok]
+
+    def get(self, name: str) -> Difference:
+        return next(d for d in self.differences if d.name == name)
+
+    def summary(self) -> str:
+        w = self.worst
+        head = "parity ok" if self.ok else f"PARITY FAILED on {len(self.failures)} of {len(self.differences)} tensors"
+        return (f"{head}: loss {self.loss_mlx:.6f} (MLX) vs {self.loss_torch:.6f} (PyTorch); worst {w.name}: "
+                f"max |diff| {w.max_abs:.2e} (relative {w.relative:.1e}, tolerance {w.tolerance:.1e})")
+
+    def to_dict(self) -> dict:
+        return {"ok": self.ok, "loss_mlx": self.loss_mlx, "loss_torch": self.loss_torch, "summary": self.summary(),
+                "worst": {"name": self.worst.name, "max_abs": self.worst.max_abs, "relative": self.worst.relative},
+                "tensors_compared": len(self.differences)}
+
+
+def compare(name: str, mlx_value, torch_value, rtol: float = RTOL, atol: float = ATOL) -> Difference:
+    a, b = np.asarray(mlx_value, dtype=np.float64), np.asarray(torch_value, dtype=np.float64)
+    if a.shape != b.shape:
+        return Difference(f"{name} (shape {a.shape} vs {b.shape})", np.inf, 0.0, 0.0)
+    scale = float(np.max(np.abs(b))) if b.size else 0.0
+    max_abs = float(np.max(np.abs(a - b))) if a.size else 0.0
+    return Difference(name, max_abs, scale, atol + rtol * scale)
+
+
+def compare_trees(prefix: str, mlx_tree: dict[str, np.ndarray], torch_tree: dict[str, np.ndarray],
+                  rtol: float = RTOL, atol: float = ATOL) -> list[Difference]:
+    """Compare two {name: array} dicts (MLX names); a name only one side has is a failure."""
+    out = []
+    for name in sorted(set(mlx_tree) | set(torch_tree)):
+        if name not in mlx_tree or name not in torch_tree:
+            side = "PyTorch" if name not in mlx_tree else "MLX"
+            out.append(Difference(f"{prefix}{name} (only in {side})", np.inf, 0.0, 0.0))
+        else:
+            out.append(compare(prefix + name, mlx_tree[name], torch_tree[name], rtol, atol))
+    return out
+
+
+def check_parity(mlx_model, torch_model, x: np.ndarray, y: np.ndarray, *, grads: bool = True,
+                 rtol: float = RTOL, atol: float = ATOL) -> ParityReport:
+    """Run the batch (x, y: (B, T) int token ids) through both models with dropout off
+    and compare logits, loss and (with grads) every parameter's gradient.
+
+    Leaves no gradients behind on the torch model and restores both models'
+    train/eval modes."""
+    import mlx.core as mx
+    import mlx.nn as nn
+    import torch
+    from mlx.utils import tree_flatten
+
+    from mlxgpt.bench.torch_ref import torch_grads
+    from mlxgpt.training import loss_fn
+
+    mlx_training, torch_training = mlx_model.training, torch_model.training
+    mlx_model.eval()
+    torch_model.eval()
+    try:
+        xm, ym = mx.array(x, dtype=mx.int32), mx.array(y, dtype=mx.int32)
+        logits_mlx = mlx_model(xm)
+        if grads:
+            loss_mlx, grads_mlx = nn.value_and_grad(mlx_model, loss_fn)(mlx_model, xm, ym)
+        else:
+            loss_mlx, grads_mlx = loss_fn(mlx_model, xm, ym), {}
+        mx.eval(logits_mlx, loss_mlx, grads_mlx)
+
+        device = next(torch_model.parameters()).device
+        xt = torch.as_tensor(np.asarray(x), dtype=torch.long, device=device)
+        yt = torch.as_tensor(np.asarray(y), dtype=torch.long, device=device)
+        torch_model.zero_grad(set_to_none=True)
+        with torch.set_grad_enabled(grads):
+            logits_torch, loss_torch = torch_model(xt, yt)
+            if grads:
+                loss_torch.backward()
+        report = ParityReport(loss_mlx=loss_mlx.item(), loss_torch=loss_torch.item())
+        report.differences.append(compare("logits", np.array(logits_mlx), logits_torch.detach().cpu().numpy(),
+                                          rtol, atol))
+        report.differences.append(compare("loss", loss_mlx.item(), loss_torch.item(), rtol, atol))
+        if grads:
+            report.differences += compare_trees("grad ", {k: np.array(v) for k, v in tree_flatten(grads_mlx)},
+                                                torch_grads(torch_model), rtol, atol)
+        torch_model.zero_grad(set_to_none=True)
+        return report
+    finally:
+        mlx_model.train(mlx_training)
+        torch_model.train(torch_training)

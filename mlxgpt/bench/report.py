@@ -1,0 +1,118 @@
+"""The benchmark's Rich tables: what ran where, training, generation, cold start,
+matmul peaks, and the MLX/PyTorch ratios. Fed plain numbers from runner.Report."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from mlxgpt.bench.runner import LABELS, Report
+
+
+def _ms(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return f"{seconds * 1000:,.1f} ms" if seconds < 10 else f"{seconds:,.1f} s"
+
+
+def _s(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds:,.1f} s"
+
+
+def _mb(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f} MiB"
+
+
+def render(report: Report, console: Console) -> None:
+    cfg, env = report.config, report.environment
+    model = cfg["model"]
+    console.print(f"\n[bold]mlxgpt bench[/] - preset [bold]{cfg['preset']}[/] ({cfg['preset_note']}): "
+                  f"{model['n_layer']} layers, {model['n_head']} heads, {model['n_embd']} embd, block "
+                  f"{model['block_size']}, batch {cfg['batch_size']}, vocab {model['vocab_size']}, dropout "
+                  f"{model['dropout']}, fp32; {cfg['params'] / 1e6:.2f}M parameters, "
+                  f"{cfg['flops_per_token'] / 1e6:.1f} MFLOP/token (6N + 12LTC)")
+    mlx, torch = env["mlx"], env.get("torch")
+    mem = f", {env['memory_gb']:.0f} GiB" if env.get("memory_gb") else ""
+    load = env.get("load_average")
+    console.print(f"machine: {env['machine']}, {env['cores']} cores{mem}, Python {env['python']}"
+                  + (f", load average {load[0]:.2f} at start" if load else ""))
+    console.print(f"MLX {mlx['version']} on {mlx['device']}, BLAS {mlx['blas']}"
+                  + (f" [{mlx['blas_details']}]" if mlx.get("blas_details") else ""))
+    if torch:
+        console.print(f"PyTorch {torch['version']} on {torch['device']}, {torch['threads']} threads, BLAS "
+                      f"{torch['blas']}, CPU capability {torch['cpu_capability']}")
+    if report.parity:
+        console.print(("[green]" if report.parity["ok"] else "[red]") + report.parity["summary"] + "[/]")
+
+    if report.training:
+        t = Table(title=f"Training ({cfg['warmup']} warm-up + {cfg['iters']} timed steps, "
+                        f"{cfg['tokens_per_iter']:,} tokens/step)", title_justify="left")
+        for name in ("mode", "device", "ms/iter median", "spread min-max", "tokens/s", "MFU", "× PyTorch eager",
+                     "first step", "peak mem"):
+            t.add_column(name, justify="left" if name in ("mode", "device") else "right")
+        eager = next((r for r in report.training if r.mode == "torch" and r.ok), None)
+        for r in report.training:
+            if not r.ok:
+                t.add_row(LABELS[r.mode], r.device, f"[red]failed[/]: {r.error}", *[""] * 6)
+                continue
+            ratio = f"{r.tokens_per_s / eager.tokens_per_s:.2f}×" if eager else "-"
+            t.add_row(LABELS[r.mode], f"{r.device} ({r.parallelism})" if r.parallelism else r.device, _ms(r.median_s), f"{_ms(min(r.step_s))} - {_ms(max(r.step_s))}",
+                      f"{r.tokens_per_s:,.0f}", f"{100 * r.mfu:.1f}%" if r.mfu is not None else "-", ratio,
+                      _ms(r.first_step_s), _mb(r.peak_memory_mb))
+        console.print(t)
+        if report.loss_curve:
+            console.print(report.loss_curve)
+
+    if report.generation:
+        t = Table(title=f"Generation ({cfg['gen_tokens']} new greedy tokens, batch 1)", title_justify="left")
+        for name in ("framework", "KV cache", "tokens/s", "ms/token", "MLX / PyTorch"):
+            t.add_column(name, justify="left" if name in ("framework", "KV cache") else "right")
+        by = {(g.framework, g.cache): g for g in report.generation}
+        for g in report.generation:
+            other = by.get(("torch", g.cache))
+            ratio = f"{g.tokens_per_s / other.tokens_per_s:.2f}×" if g.framework == "mlx" and other else ""
+            t.add_row("MLX" if g.framework == "mlx" else "PyTorch",
+                      "yes" if g.cache else "no (nanoGPT sample.py)", f"{g.tokens_per_s:,.0f}",
+                      f"{1000 * g.seconds / g.tokens:.2f}", ratio)
+        console.print(t)
+        if report.generation_agreement:
+            console.print(report.generation_agreement)
+
+    if report.cold_start:
+        t = Table(title="Cold start (fresh process: start -> end of first training step)", title_justify="left")
+        for name in ("mode", "JIT cache", "cold start", "python + imports", "first step", "RSS after build",
+                     "peak RSS"):
+            t.add_column(name, justify="left" if name in ("mode", "JIT cache") else "right")
+        for c in report.cold_start:
+            cache = "empty" if c["empty_jit_cache"] else "warm"
+            if "error" in c:
+                t.add_row(c["label"], cache, f"[red]failed[/]: {c['error']}", "", "", "", "")
+            else:
+                t.add_row(c["label"], cache, _s(c["cold_start_s"]), _s(c["startup_and_imports_s"]),
+                          _s(c["first_step_s"]), _mb(c["rss_base_mb"]), _mb(c["rss_peak_mb"]))
+        console.print(t)
+
+    if report.matmul_peaks:
+        t = Table(title="Matmul peak (n×n @ n×n, best of several)", title_justify="left")
+        for name in ("framework", "device", "float32", "bfloat16", "float16"):
+            t.add_column(name, justify="left" if name in ("framework", "device") else "right")
+        for framework in ("mlx", "torch"):
+            rows = {p["dtype"]: p for p in report.matmul_peaks if p["framework"] == framework}
+            if not rows:
+                continue
+            cells = [f"[red]{p['error'][:40]}[/]" if p["error"] else f"{p['gflops']:,.1f} GFLOP/s (n={p['n']})"
+                     for p in (rows[d] for d in ("float32", "bfloat16", "float16"))]
+            t.add_row("MLX" if framework == "mlx" else "PyTorch", rows["float32"]["device"], *cells)
+        console.print(t)
+        console.print("MFU = FLOPs/token × tokens/s ÷ the best fp32 matmul measured on that device (either framework).")
+
+    if report.ratios:
+        t = Table(title="MLX vs PyTorch (above 1 = MLX better)", title_justify="left")
+        t.add_column("what")
+        t.add_column("ratio", justify="right")
+        for r in report.ratios:
+            t.add_row(r["what"], f"{r['ratio']:.2f}×")
+        console.print(t)
+    for note in report.notes:
+        console.print(f"note: {note}")
+    console.print(f"benchmark took {report.wall_s:.0f} s")
