@@ -11,10 +11,11 @@ from pathlib import Path
 from mlxgpt.errors import MlxgptError
 from mlxgpt.tokenizers.base import IncrementalDecoder, Tokenizer, UnknownCharactersError, visible
 from mlxgpt.tokenizers.char import CharTokenizer
+from mlxgpt.tokenizers.sentencepiece import SentencePieceTokenizer
 
-TOKENIZERS: dict[str, type[Tokenizer]] = {"char": CharTokenizer}
+TOKENIZERS: dict[str, type[Tokenizer]] = {"char": CharTokenizer, "sentencepiece": SentencePieceTokenizer}
 
-__all__ = ["TOKENIZERS", "CharTokenizer", "IncrementalDecoder", "Tokenizer",
+__all__ = ["TOKENIZERS", "CharTokenizer", "IncrementalDecoder", "SentencePieceTokenizer", "Tokenizer",
            "UnknownCharactersError", "load_tokenizer", "visible"]
 
 

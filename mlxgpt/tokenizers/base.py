@@ -4,6 +4,7 @@ branch on the kind. Imports no mlx: tokenizers are plain Python.
 
 from __future__ import annotations
 
+import codecs
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import ClassVar
@@ -16,38 +17,44 @@ class UnknownCharactersError(MlxgptError):
 
 
 class IncrementalDecoder:
-    """Turns a stream of token ids into a stream of text pieces.
+    """Turns a stream of token ids into a stream of text pieces, in O(1) per token.
 
     Streaming is not just decode([id]) per token: a SentencePiece byte-fallback
-    character may span several tokens, so a decoder may hold bytes back until
-    they form whole characters. The concatenated pieces always equal decode(ids).
+    character may span several tokens (e.g. "é" = <0xC3> <0xA9>), so the decoder
+    feeds each token's bytes to an incremental UTF-8 decoder, which holds back an
+    incomplete character until its last byte arrives. The concatenated pieces
+    (add() for each id, then flush()) always equal decode(ids), because every
+    tokenizer's decode is defined by the same bytes (see Tokenizer.token_bytes).
     """
 
     def __init__(self, tokenizer: "Tokenizer") -> None:
         self.tokenizer = tokenizer
-        self.ids: list[int] = []
-        self.emitted = ""  # text already returned
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
     def add(self, token_id: int) -> str:
         """Add one token; return the newly completed text (maybe "")."""
-        self.ids.append(token_id)
-        text = self.tokenizer.decode(self.ids)
-        if text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for more bytes
-            return ""
-        piece = text[len(self.emitted):] if text.startswith(self.emitted) else text
-        self.emitted = text
-        return piece
+        return self._utf8.decode(self.tokenizer.token_bytes(token_id))
 
     def flush(self) -> str:
-        """Return whatever is still held back (at the end of generation)."""
-        text = self.tokenizer.decode(self.ids)
-        piece = text[len(self.emitted):] if text.startswith(self.emitted) else ""
-        self.emitted = text
-        return piece
+        """Return whatever is still held back (at the end of generation): an
+        incomplete character can no longer be completed, so it becomes U+FFFD."""
+        return self._utf8.decode(b"", final=True)
 
 
 class Tokenizer(ABC):
+    """encode/decode between text and ids, plus what checkpoints and streaming need.
+
+    The contract that makes streaming exact: for any ids,
+        decode(ids) == b"".join(token_bytes(i) for i in ids).decode("utf-8", "replace")
+    and for any text, decode(encode(text)) == text.
+    """
+
     kind: ClassVar[str]
+
+    @classmethod
+    @abstractmethod
+    def train(cls, text: str, **options) -> "Tokenizer":
+        """Learn a tokenizer from (the training split of) a text; options come from the CLI."""
 
     @property
     @abstractmethod
@@ -66,6 +73,11 @@ class Tokenizer(ABC):
     @classmethod
     @abstractmethod
     def load(cls, directory: Path) -> "Tokenizer": ...
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The UTF-8 bytes one token stands for (may be part of a character).
+        This default suits tokenizers whose tokens are whole characters."""
+        return self.decode([token_id]).encode("utf-8")
 
     def decoder(self) -> IncrementalDecoder:
         return IncrementalDecoder(self)

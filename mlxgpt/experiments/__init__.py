@@ -1,0 +1,1 @@
+"""Small, repeatable experiments: `python -m mlxgpt.experiments.<name> --help`."""
