@@ -87,9 +87,10 @@ def save_checkpoint(directory: Path, model: GPT, tokenizer: Tokenizer, *, train_
         _fsync_file(path)
     _fsync_dir(tmp)
 
-    shutil.rmtree(old, ignore_errors=True)
     if directory.exists():
+        shutil.rmtree(old, ignore_errors=True)
         os.replace(directory, old)
+    # else a crash between these renames may have left `old` as the only complete copy: keep it until tmp is in
     os.replace(tmp, directory)
     _fsync_dir(parent)
     shutil.rmtree(old, ignore_errors=True)
@@ -168,7 +169,12 @@ def load_model(checkpoint_dir: Path, config: dict[str, Any] | None = None) -> GP
 
 def load_checkpoint_tokenizer(checkpoint_dir: Path, config: dict[str, Any] | None = None) -> Tokenizer:
     config = config or read_config(checkpoint_dir)
-    return load_tokenizer(config.get("tokenizer", {}).get("kind", "?"), checkpoint_dir)
+    tokenizer = load_tokenizer(config.get("tokenizer", {}).get("kind", "?"), checkpoint_dir)
+    expected = config.get("model", {}).get("vocab_size")
+    if expected is not None and tokenizer.vocab_size != expected:  # else generation would index out of range
+        raise MlxgptError(f"{checkpoint_dir} is corrupt: its tokenizer has {tokenizer.vocab_size} tokens but the "
+                          f"model's vocab_size is {expected}; restore the tokenizer files or retrain")
+    return tokenizer
 
 
 def load(path: Path | str) -> tuple[GPT, Tokenizer]:

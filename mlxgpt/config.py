@@ -89,6 +89,7 @@ class TrainArgs:
             raise MlxgptError(f"need 0 <= --min-lr <= --lr and --lr > 0 (got lr={self.lr}, min_lr={self.min_lr})")
         if self.warmup_iters < 0:
             raise MlxgptError("--warmup-iters must be >= 0")
+        check_seed(self.seed)
 
     @property
     def decay_iters(self) -> int:
@@ -98,6 +99,12 @@ class TrainArgs:
     def from_dict(cls, values: dict[str, Any]) -> "TrainArgs":
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in names})
+
+
+def check_seed(seed: int | None) -> None:
+    """MLX's RNG takes seeds in [0, 2**64)."""
+    if seed is not None and not 0 <= seed < 2**64:
+        raise MlxgptError(f"--seed must be between 0 and 2**64 - 1, got {seed}")
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from typing import Iterator
 
 import mlx.core as mx
 
+from mlxgpt.config import check_seed
 from mlxgpt.errors import MlxgptError
 from mlxgpt.model import GPT
 from mlxgpt.sampling import make_sampler, make_transform
@@ -55,6 +56,7 @@ def generate_tokens(model: GPT, prompt_ids: list[int], max_new_tokens: int, *,
     keep = default_keep(block_size) if keep is None else max(1, min(keep, block_size))
     transform = make_transform(temperature, top_k, top_p, min_p)
     sampler = make_sampler(temperature)
+    check_seed(seed)
     key = mx.random.key(seed if seed is not None else int.from_bytes(os.urandom(4), "little"))
     tokens = list(prompt_ids[-block_size:])
     start = 0  # tokens[start:] is the current context window

@@ -124,6 +124,8 @@ def _prepare_resume(options: TrainOptions, world: World) -> tuple[Run, RunStarte
         raise MlxgptError("--resume needs the run directory: pass --out RUN_DIR (e.g. --out out/shakespeare)")
     out = Path(options.out)
     checkpoint_dir = out / "latest"
+    if not (checkpoint_dir / "config.json").exists() and (out / ".latest.old" / "config.json").exists():
+        checkpoint_dir = out / ".latest.old"  # a save died between its renames (see checkpoint.save_checkpoint)
     if not (checkpoint_dir / "config.json").exists():
         raise MlxgptError(f"nothing to resume in {out}: it has no latest/ checkpoint (train without --resume first)")
     config = read_config(checkpoint_dir)
@@ -189,7 +191,11 @@ def run_training(options: TrainOptions, renderer: EventHandler) -> RunFinished:
     run, started = prepare_run(options)
     if not run.world.is_main:
         return train(run, lambda event: None)  # rank 0 reports for everyone
-    metrics = MetricsWriter(run.out_dir / "metrics.jsonl", append=options.resume)
+    try:
+        metrics = MetricsWriter(run.out_dir / "metrics.jsonl", append=options.resume)
+    except OSError as exc:  # --out is a file, or in a place we may not write
+        raise MlxgptError(f"cannot write the run directory {run.out_dir} ({exc.strerror or exc}): "
+                          "choose another --out") from None
 
     def on_event(event) -> None:
         if isinstance(event, RunFinished):  # draw the loss picture before anyone reports the end
