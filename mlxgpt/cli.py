@@ -175,9 +175,11 @@ def _read_prompt(args: argparse.Namespace) -> str:
 def cmd_generate(args: argparse.Namespace) -> int:
     from mlxgpt.checkpoint import latest_run, load
     from mlxgpt.generate import generate
+    from mlxgpt.config import check_seed
     from mlxgpt.sampling import check_sampling_args
 
     check_sampling_args(args.temperature, args.top_k, args.top_p, args.min_p)
+    check_seed(args.seed)
     if args.max_new_tokens < 1 or args.num_samples < 1:
         raise MlxgptError("--max-new-tokens and --num-samples must be at least 1")
     prompt = _read_prompt(args)

@@ -89,6 +89,14 @@ class TrainArgs:
             raise MlxgptError(f"need 0 <= --min-lr <= --lr and --lr > 0 (got lr={self.lr}, min_lr={self.min_lr})")
         if self.warmup_iters < 0:
             raise MlxgptError("--warmup-iters must be >= 0")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise MlxgptError(f"AdamW betas must be in [0, 1), got beta1={self.beta1}, --beta2 {self.beta2}")
+        if self.weight_decay < 0 or self.grad_clip < 0:
+            raise MlxgptError("--weight-decay and --grad-clip must be >= 0 (--grad-clip 0 turns clipping off)")
+        if self.time_budget is not None and self.time_budget <= 0:
+            raise MlxgptError(f"--time-budget must be a positive number of seconds, got {self.time_budget}")
+        if self.sample_tokens < 0:
+            raise MlxgptError(f"--sample-tokens must be >= 0, got {self.sample_tokens}")
         check_seed(self.seed)
 
     @property
