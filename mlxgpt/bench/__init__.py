@@ -3,10 +3,12 @@
     python -m mlxgpt.bench --quick                      # baby preset, under 2 minutes on 2 CPU cores
     python -m mlxgpt.bench --preset shakespeare-char --json bench.json
 
-runner.py measures, report.py prints, torch_ref.py is the PyTorch mirror of the
-model (the only module besides the tests that imports torch), parity.py checks
-that both compute the same thing, roofline.py measures the matmul peak that MFU
-divides by, coldstart.py is the fresh process of a cold-start measurement.
+runner.py measures MLX in its own process and runs the others; torch_worker.py
+is PyTorch's half, in a child process with no MLX or OpenBLAS loaded; torch_ref.py
+is the PyTorch mirror of the model (it and the tests are all that import torch);
+parity.py checks that both compute the same thing; roofline.py measures the
+matmul peak that MFU divides by; coldstart.py is the fresh process of a
+cold-start measurement; common.py holds what both halves share; report.py prints.
 
 This module holds only the command line (cli.py registers it), so importing it
 loads neither MLX nor torch.

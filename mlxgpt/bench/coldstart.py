@@ -7,7 +7,7 @@ parent and child share it). Everything a user waits for is inside: Python,
 imports, building the model and optimizer, MLX's compile and kernel JIT or
 torch.compile's tracing and code generation, and the step itself.
 
-Only the standard library is imported at module level, so a PyTorch child
+Only the standard library and numpy are imported at module level, so a PyTorch child
 never loads MLX and an MLX child never loads torch (the parent also sets
 MLXGPT_BLAS=reference for PyTorch children, so not even OpenBLAS is loaded).
 The last line on stdout is one JSON object.
@@ -16,36 +16,10 @@ The last line on stdout is one JSON object.
 from __future__ import annotations
 
 import json
-import resource
 import sys
 import time
 
-
-def _proc_status_mb(field: str) -> float | None:
-    """A memory line of /proc/self/status (Linux), in MiB."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) / 2**10  # kB
-    except OSError:
-        pass
-    return None
-
-
-def current_rss_mb() -> float:
-    value = _proc_status_mb("VmRSS")
-    return value if value is not None else peak_rss_mb()  # macOS: the peak so far is the best we have
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory. On Linux VmHWM, not ru_maxrss: the
-    latter survives fork+exec, so a child would report its parent's peak."""
-    value = _proc_status_mb("VmHWM")
-    if value is not None:
-        return value
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB elsewhere
+from mlxgpt.bench.common import current_rss_mb, peak_rss_mb
 
 
 def run_mlx(spec: dict) -> dict:

@@ -62,8 +62,8 @@ class ParityReport:
     def summary(self) -> str:
         w = self.worst
         head = "parity ok" if self.ok else f"PARITY FAILED on {len(self.failures)} of {len(self.differences)} tensors"
-        return (f"{head}: loss {self.loss_mlx:.6f} (MLX) vs {self.loss_torch:.6f} (PyTorch); worst {w.name}: "
-                f"max |diff| {w.max_abs:.2e} (relative {w.relative:.1e}, tolerance {w.tolerance:.1e})")
+        return (f"{head}: loss {self.loss_mlx:.6f} (MLX) vs {self.loss_torch:.6f} (PyTorch); worst: {w.name}, "
+                f"max |MLX - PyTorch| {w.max_abs:.1e} = {w.relative:.1e} of its largest value (allowed {RTOL:.0e})")
 
     def to_dict(self) -> dict:
         return {"ok": self.ok, "loss_mlx": self.loss_mlx, "loss_torch": self.loss_torch, "summary": self.summary(),
@@ -140,3 +140,37 @@ def check_parity(mlx_model, torch_model, x: np.ndarray, y: np.ndarray, *, grads:
     finally:
         mlx_model.train(mlx_training)
         torch_model.train(torch_training)
+
+
+def main(argv: list[str]) -> int:
+    """`python -m mlxgpt.bench.parity SPEC.json OUT.json`: the benchmark's start-up check, in a
+    process of its own (the benchmark's MLX process never imports torch: see torch_worker.py).
+    Builds the MLX model from the seed, copies it into the PyTorch mirror, compares one batch."""
+    import json
+
+    import mlxgpt  # noqa: F401  (fast BLAS before mlx.core)
+    import mlx.core as mx
+
+    from mlxgpt.bench.common import draw_batches
+    from mlxgpt.bench.torch_ref import best_device, from_mlx
+    from mlxgpt.config import ModelArgs
+    from mlxgpt.model import GPT
+
+    spec_path, out_path = argv
+    with open(spec_path, encoding="utf-8") as f:
+        spec = json.load(f)
+    args = ModelArgs.from_dict(spec["model"])
+    mx.random.seed(spec["seed"])
+    mlx_model = GPT(args)
+    torch_model = from_mlx(mlx_model, spec["device"] or best_device())
+    x, y = draw_batches(args.vocab_size, spec["rows"], args.block_size, spec["seed"] + 1, 1)
+    report = check_parity(mlx_model, torch_model, x[0], y[0])
+    with open(out_path, "w", encoding="utf-8") as f:
+        json.dump(report.to_dict(), f)
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))

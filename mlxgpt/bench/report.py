@@ -6,7 +6,8 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from mlxgpt.bench.runner import LABELS, Report
+from mlxgpt.bench.common import LABELS
+from mlxgpt.bench.runner import Report
 
 
 def _ms(seconds: float | None) -> str:
@@ -33,9 +34,11 @@ def render(report: Report, console: Console) -> None:
                   f"{cfg['flops_per_token'] / 1e6:.1f} MFLOP/token (6N + 12LTC)")
     mlx, torch = env["mlx"], env.get("torch")
     mem = f", {env['memory_gb']:.0f} GiB" if env.get("memory_gb") else ""
-    load = env.get("load_average")
+    load, others = env.get("load_average"), env.get("other_processes_cores")
     console.print(f"machine: {env['machine']}, {env['cores']} cores{mem}, Python {env['python']}"
-                  + (f", load average {load[0]:.2f} at start" if load else ""))
+                  + (f"; 1-minute load average {load[0]:.2f} at start" if load else "")
+                  + (f"; other processes used {others:.2f} cores on average while it ran" if others is not None
+                     else ""))
     console.print(f"MLX {mlx['version']} on {mlx['device']}, BLAS {mlx['blas']}"
                   + (f" [{mlx['blas_details']}]" if mlx.get("blas_details") else ""))
     if torch:
@@ -48,18 +51,27 @@ def render(report: Report, console: Console) -> None:
         t = Table(title=f"Training ({cfg['warmup']} warm-up + {cfg['iters']} timed steps, "
                         f"{cfg['tokens_per_iter']:,} tokens/step)", title_justify="left")
         for name in ("mode", "device", "ms/iter median", "spread min-max", "tokens/s", "MFU", "× PyTorch eager",
-                     "first step", "peak mem"):
+                     "first step", "allocator peak"):
             t.add_column(name, justify="left" if name in ("mode", "device") else "right")
         eager = next((r for r in report.training if r.mode == "torch" and r.ok), None)
+        failures: list[str] = []
         for r in report.training:
             if not r.ok:
-                t.add_row(LABELS[r.mode], r.device, f"[red]failed[/]: {r.error}", *[""] * 6)
+                t.add_row(LABELS[r.mode], r.device, "[red]failed[/]", *[""] * 6)
+                failures.append(f"{LABELS[r.mode]} failed: {r.error}")
                 continue
             ratio = f"{r.tokens_per_s / eager.tokens_per_s:.2f}×" if eager else "-"
             t.add_row(LABELS[r.mode], f"{r.device} ({r.parallelism})" if r.parallelism else r.device, _ms(r.median_s), f"{_ms(min(r.step_s))} - {_ms(max(r.step_s))}",
                       f"{r.tokens_per_s:,.0f}", f"{100 * r.mfu:.1f}%" if r.mfu is not None else "-", ratio,
                       _ms(r.first_step_s), _mb(r.peak_memory_mb))
         console.print(t)
+        for line in failures:
+            console.print(f"[red]{line}[/]")
+        console.print("first step: the first of the warm-up steps, compilation included. allocator peak: MLX's (and "
+                      "torch's on CUDA) own counter.")
+        if report.memory:
+            console.print("peak RSS of each framework's benchmark process (all its modes): " + ", ".join(
+                f"{'MLX' if k.startswith('mlx') else 'PyTorch'} {_mb(v)}" for k, v in report.memory.items()))
         if report.loss_curve:
             console.print(report.loss_curve)
 
@@ -83,14 +95,18 @@ def render(report: Report, console: Console) -> None:
         for name in ("mode", "JIT cache", "cold start", "python + imports", "first step", "RSS after build",
                      "peak RSS"):
             t.add_column(name, justify="left" if name in ("mode", "JIT cache") else "right")
+        failures = []
         for c in report.cold_start:
             cache = "empty" if c["empty_jit_cache"] else "warm"
             if "error" in c:
-                t.add_row(c["label"], cache, f"[red]failed[/]: {c['error']}", "", "", "", "")
+                t.add_row(c["label"], cache, "[red]failed[/]", "", "", "", "")
+                failures.append(f"cold start of {c['label']} ({cache} JIT cache) failed: {c['error']}")
             else:
                 t.add_row(c["label"], cache, _s(c["cold_start_s"]), _s(c["startup_and_imports_s"]),
                           _s(c["first_step_s"]), _mb(c["rss_base_mb"]), _mb(c["rss_peak_mb"]))
         console.print(t)
+        for line in failures:
+            console.print(f"[red]{line}[/]")
 
     if report.matmul_peaks:
         t = Table(title="Matmul peak (n×n @ n×n, best of several)", title_justify="left")

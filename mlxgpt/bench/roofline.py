@@ -120,8 +120,8 @@ def measure(frameworks: list[str], *, gpu: bool, torch_device: str = "cpu", quic
     return peaks
 
 
-def fp32_peak(peaks: list[MatmulPeak], device: str) -> MatmulPeak | None:
-    """The fp32 peak of a device ("cpu" | "gpu"): the best fp32 matmul either framework
+def fp32_peak(peaks: list[dict], device: str) -> float | None:
+    """The fp32 peak (GFLOP/s) of a device ("cpu" | "gpu"): the best fp32 matmul either framework
     reached on it. One denominator for both, so their MFUs compare like with like."""
-    fp32 = [p for p in peaks if p.dtype == "float32" and p.device == device and p.error is None and p.gflops > 0]
-    return max(fp32, key=lambda p: p.gflops) if fp32 else None
+    fp32 = [p["gflops"] for p in peaks if p["dtype"] == "float32" and p["device"] == device and not p["error"]]
+    return max(fp32) if fp32 else None

@@ -1,26 +1,26 @@
 """The benchmark itself: MLX and PyTorch on the same model, weights and batches.
 
-Phases, in order (each says on stderr when it starts):
-  1. parity: one batch through both models, logits/loss/gradients compared
-     (parity.check_parity); a failure stops the benchmark, since the numbers
-     would compare two different computations;
-  2. matmul peaks in each framework (roofline.py), the denominators of MFU;
-  3. training: MLX compiled, MLX uncompiled, PyTorch eager, PyTorch
-     torch.compile, each from the same initial weights (MLX's, copied into
-     torch) over the same pre-drawn batches; warm-up steps, then timed steps;
-  4. generation: 500 greedy tokens with and without the KV cache, both frameworks;
-  5. cold start: one fresh process per mode (coldstart.py).
-MLX runs first and PyTorch second, so neither's worker threads compete with
-the other's; torch's intra-op threads are set to the machine's cores.
+Three kinds of process, so that neither framework slows the other:
+  * this one runs MLX (and never imports torch);
+  * `parity.py` (a child, at start-up) runs one batch through both models and
+    compares logits, loss and every gradient; a failure stops the benchmark,
+    since the numbers would compare two different computations;
+  * `torch_worker.py` (a child) runs every PyTorch measurement, with no MLX and
+    no OpenBLAS loaded (why: see its docstring), from the MLX model's initial
+    weights (an .npz) and the same seeded batches;
+  * and `coldstart.py` children, one per mode, for the cold start.
+Phases: parity; matmul peaks (roofline.py), the denominators of MFU; training
+(MLX compiled, MLX uncompiled, PyTorch eager, PyTorch torch.compile; warm-up
+steps, then timed steps); generation with and without the KV cache; cold start.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,24 +28,23 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import mlxgpt  # noqa: F401  (loads a fast BLAS before mlx.core)
 import mlx.core as mx
 import numpy as np
+from mlx.utils import tree_flatten
 
-from mlxgpt.backend import configure_device, device_name, on_gpu, setup_blas, setup_jit_flags
+from mlxgpt.backend import configure_device, device_name, jit_cache_root, on_gpu, setup_blas, setup_jit_flags
 from mlxgpt.bench import roofline
-from mlxgpt.bench.coldstart import peak_rss_mb
+from mlxgpt.bench.common import (LABELS, TRAIN_MODES, GenResult, TrainResult, draw_batches, machine_cores,
+                                 peak_rss_mb, progress, time_steps)
 from mlxgpt.config import PRESETS, ModelArgs, TrainArgs, default_preset_name
 from mlxgpt.errors import MlxgptError
 from mlxgpt.generate import default_keep, generate_tokens
 from mlxgpt.model import GPT, flops_per_token
 from mlxgpt.training import build_optimizer, make_train_step
 
-TRAIN_MODES = ("mlx", "mlx-uncompiled", "torch", "torch-compile")
-LABELS = {"mlx": "MLX compiled", "mlx-uncompiled": "MLX uncompiled", "torch": "PyTorch eager",
-          "torch-compile": "PyTorch torch.compile"}
 # (warm-up, timed) steps per preset; a shakespeare-char step takes 10-30 s on a 2-core CPU
 ITERS = {"baby": (5, 30), "shakespeare-char": (2, 5)}
 QUICK_ITERS = {"baby": (3, 10), "shakespeare-char": (1, 2)}
@@ -53,19 +52,12 @@ TORCH_MISSING = ("PyTorch is not installed, so only MLX was measured. To compare
                  "pip install -e '.[bench]'  (or pip install -r requirements-bench.txt)")
 
 
-def machine_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS
-        return os.cpu_count() or 1
-
-
 def torch_available() -> bool:
+    """Without importing it: this process stays free of torch."""
     try:
-        import torch  # noqa: F401
-    except ImportError:
+        return importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):
         return False
-    return True
 
 
 # ---------------------------------------------------------------- configuration
@@ -134,59 +126,6 @@ def config_from_args(args) -> BenchConfig:
                        args.quick, use_torch, command.strip())
 
 
-# ---------------------------------------------------------------- results
-
-
-@dataclass
-class TrainResult:
-    mode: str
-    device: str  # "cpu" | "gpu" (MLX); "cpu" | "cuda" | "mps" (torch)
-    parallelism: str = ""  # MLX: streams, BLAS threads, cache; torch: threads
-    ok: bool = True
-    error: str | None = None
-    step_s: list[float] = field(default_factory=list)  # the timed steps (after warm-up)
-    first_step_s: float | None = None  # first step in this process: compile/JIT included
-    losses: list[float] = field(default_factory=list)  # every step's loss, warm-up included
-    peak_memory_mb: float | None = None  # device allocator's peak (MLX; torch CUDA)
-    tokens_per_iter: int = 0
-    mfu: float | None = None
-
-    @property
-    def median_s(self) -> float:
-        return statistics.median(self.step_s)
-
-    @property
-    def tokens_per_s(self) -> float:
-        return self.tokens_per_iter / self.median_s
-
-    def to_dict(self) -> dict:
-        out = asdict(self)
-        out["label"] = LABELS[self.mode]
-        if self.ok and self.step_s:
-            ms = [1000 * s for s in self.step_s]
-            out.update(median_ms=statistics.median(ms), min_ms=min(ms), max_ms=max(ms),
-                       p10_ms=float(np.percentile(ms, 10)), p90_ms=float(np.percentile(ms, 90)),
-                       stdev_ms=statistics.stdev(ms) if len(ms) > 1 else 0.0, tokens_per_s=self.tokens_per_s)
-        return out
-
-
-@dataclass
-class GenResult:
-    framework: str  # "mlx" | "torch"
-    cache: bool
-    tokens: int
-    seconds: float
-    ids: list[int]
-
-    @property
-    def tokens_per_s(self) -> float:
-        return self.tokens / self.seconds
-
-    def to_dict(self) -> dict:
-        return {"framework": self.framework, "kv_cache": self.cache, "tokens": self.tokens, "seconds": self.seconds,
-                "tokens_per_s": self.tokens_per_s}
-
-
 @dataclass
 class Report:
     config: dict
@@ -197,6 +136,7 @@ class Report:
     generation: list[GenResult] = field(default_factory=list)
     generation_agreement: str | None = None
     cold_start: list[dict] = field(default_factory=list)
+    memory: dict = field(default_factory=dict)  # each framework's process peak RSS over the whole benchmark
     loss_curve: str | None = None
     notes: list[str] = field(default_factory=list)
     ratios: list[dict] = field(default_factory=list)
@@ -208,6 +148,7 @@ class Report:
                 "training": [r.to_dict() for r in self.training],
                 "generation": [g.to_dict() for g in self.generation],
                 "generation_agreement": self.generation_agreement, "cold_start": self.cold_start,
+                "memory": self.memory,
                 "loss_curve": self.loss_curve, "ratios": self.ratios, "notes": self.notes, "wall_s": self.wall_s}
 
 
@@ -235,27 +176,18 @@ def _memory_gb() -> float | None:
         return None
 
 
-def environment(cfg: BenchConfig, torch_device: str | None) -> dict:
+def environment() -> dict:
     blas = setup_blas()
-    env: dict[str, Any] = {
+    return {
         "machine": f"{platform.system()} {platform.machine()}", "processor": platform.processor() or None,
         "cores": machine_cores(), "memory_gb": _memory_gb(), "python": platform.python_version(),
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "mlx": {"version": mx.__version__, "device": device_name(), "blas": blas.describe(),
                 "blas_fast": blas.fast, "blas_details": _openblas_details(blas.path), "jit_flags": setup_jit_flags()},
     }
-    if cfg.use_torch:
-        from mlxgpt.bench.torch_ref import describe_build
-
-        env["torch"] = {**describe_build(), "device": torch_device}
-    return env
 
 
-# ---------------------------------------------------------------- phases
-
-
-def progress(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
+# ---------------------------------------------------------------- MLX phases (this process)
 
 
 def mlx_model(cfg: BenchConfig) -> GPT:
@@ -264,36 +196,6 @@ def mlx_model(cfg: BenchConfig) -> GPT:
     model = GPT(cfg.model)
     mx.eval(model.parameters())
     return model
-
-
-def draw_batches(cfg: BenchConfig, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """(count, B, T) inputs and targets of uniformly random token ids; the speed of
-    a step does not depend on which tokens it sees."""
-    rng = np.random.default_rng(cfg.seed)
-    shape = (count, cfg.train.batch_size, cfg.model.block_size)
-    return (rng.integers(0, cfg.model.vocab_size, shape).astype(np.int32),
-            rng.integers(0, cfg.model.vocab_size, shape).astype(np.int32))
-
-
-def _short_error(exc: BaseException) -> str:
-    text = str(exc).strip()
-    lines = [line for line in text.splitlines() if line.strip()]
-    # torch.compile errors start with a generic line; the cause is usually further in
-    useful = next((line for line in lines if any(k in line for k in ("Error", "error", "not found", "failed"))),
-                  lines[0] if lines else "")
-    return f"{type(exc).__name__}: {useful.strip()[:300]}"
-
-
-def _time_steps(one_step: Callable[[int], float], warmup: int, iters: int, result: TrainResult) -> None:
-    for i in range(warmup + iters):
-        start = time.perf_counter()
-        loss = one_step(i)  # returns once the step's work is done (synchronised)
-        seconds = time.perf_counter() - start
-        if i == 0:
-            result.first_step_s = seconds
-        if i >= warmup:
-            result.step_s.append(seconds)
-        result.losses.append(loss)
 
 
 def bench_mlx(cfg: BenchConfig, batches, compiled: bool) -> TrainResult:
@@ -317,91 +219,84 @@ def bench_mlx(cfg: BenchConfig, batches, compiled: bool) -> TrainResult:
             mx.eval(state, loss, norm)  # one eval per step, as in training.py
             return loss.item()
 
-        _time_steps(one_step, cfg.warmup, cfg.iters, result)
+        time_steps(one_step, cfg.warmup, cfg.iters, result)
         result.peak_memory_mb = mx.get_peak_memory() / 2**20
     finally:
         mx.enable_compile()
-        configure_device(1)  # back to one stream with every core's BLAS threads (matmul probe, generation)
+        configure_device(1)  # back to one stream with every core's BLAS threads (generation)
     return result
 
 
-def bench_torch(cfg: BenchConfig, weights: dict[str, np.ndarray], batches, compiled: bool,
-                device: str) -> TrainResult:
-    import torch
-
-    from mlxgpt.bench.torch_ref import GPT as TorchGPT
-    from mlxgpt.bench.torch_ref import Trainer, load_mlx_weights, synchronize
-
-    result = TrainResult("torch-compile" if compiled else "torch", device, tokens_per_iter=cfg.tokens_per_iter,
-                         parallelism=f"{torch.get_num_threads()} threads")
-    model = TorchGPT(cfg.model)
-    load_mlx_weights(model, weights)
-    model.to(device).train()
-    xs = [torch.from_numpy(b[None]).long().to(device) for b in batches[0]]
-    ys = [torch.from_numpy(b[None]).long().to(device) for b in batches[1]]
-    forward = model
-    if compiled:
-        import torch._dynamo
-
-        torch._dynamo.reset()
-        forward = torch.compile(model)
-    trainer = Trainer(model, cfg.train, torch.device(device).type, forward)
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-
-    def one_step(i: int) -> float:
-        loss, _ = trainer.step(xs[i], ys[i])
-        synchronize(device)
-        return loss.item()
-
-    try:
-        _time_steps(one_step, cfg.warmup, cfg.iters, result)
-    except Exception as exc:  # torch.compile needs a working C++ toolchain on CPU, Triton on GPU
-        result.ok, result.error = False, _short_error(exc)
-        return result
-    if device == "cuda":
-        result.peak_memory_mb = torch.cuda.max_memory_allocated() / 2**20
-    return result
-
-
-def bench_generation(cfg: BenchConfig, mlx_net: GPT, torch_net, device: str | None) -> list[GenResult]:
-    """cfg.gen_tokens greedy tokens from a one-token prompt, per framework, with and without
-    the KV cache. No cache = nanoGPT's sample.py (crop to block_size, re-run each token)."""
+def bench_mlx_generation(cfg: BenchConfig, net: GPT) -> list[GenResult]:
+    """cfg.gen_tokens greedy tokens from a one-token prompt, with and without the KV
+    cache. No cache = nanoGPT's sample.py (crop to block_size, re-run each token)."""
     n, block = cfg.gen_tokens, cfg.model.block_size
-    warm = min(n, block + 8)  # runs the window-slide path once too
     results = []
-    mlx_net.eval()
+    net.eval()
     for use_cache in (True, False):
         keep = default_keep(block) if use_cache else block
-        run = lambda count: [t for t, _ in generate_tokens(mlx_net, [0], count, temperature=0.0, seed=0,
+        run = lambda count: [t for t, _ in generate_tokens(net, [0], count, temperature=0.0, seed=0,
                                                            use_cache=use_cache, keep=keep)]
-        run(warm)
+        run(min(n, block + 8))  # warm-up, window slide included
         start = time.perf_counter()
         ids = run(n)
         results.append(GenResult("mlx", use_cache, n, time.perf_counter() - start, ids))
-    if torch_net is not None:
-        from mlxgpt.bench.torch_ref import generate_tokens as torch_generate
-
-        torch_net.eval()
-        for use_cache in (True, False):
-            run = lambda count: list(torch_generate(torch_net, [0], count, use_cache=use_cache,
-                                                    keep=default_keep(block), device=device))
-            run(warm)
-            start = time.perf_counter()
-            ids = run(n)
-            results.append(GenResult("torch", use_cache, n, time.perf_counter() - start, ids))
     return results
+
+
+# ---------------------------------------------------------------- child processes
+
+
+def _child_env(torch_side: bool) -> dict[str, str]:
+    env = dict(os.environ)
+    package_root = str(Path(mlxgpt.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    # backend.setup_jit_flags put its g++ wrapper first on this process's PATH. A child that
+    # inherited it would find the wrapper as "the compiler", key its kernel cache differently
+    # and recompile everything: give children the PATH without it.
+    wrappers = str(jit_cache_root())
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if not p.startswith(wrappers))
+    if torch_side:
+        env["MLXGPT_BLAS"] = "reference"  # a PyTorch process loads no BLAS of ours (see torch_worker.py)
+    return env
+
+
+def _spec(cfg: BenchConfig) -> dict[str, Any]:
+    return {"model": asdict(cfg.model), "train": asdict(cfg.train), "seed": cfg.seed, "threads": cfg.threads,
+            "device": cfg.torch_device, "warmup": cfg.warmup, "iters": cfg.iters, "quick": cfg.quick}
+
+
+def run_parity(cfg: BenchConfig, scratch: Path) -> dict:
+    spec, out = scratch / "parity.json", scratch / "parity-out.json"
+    spec.write_text(json.dumps({**_spec(cfg), "rows": min(2, cfg.train.batch_size)}))
+    proc = subprocess.run([sys.executable, "-m", "mlxgpt.bench.parity", str(spec), str(out)],
+                          env=_child_env(torch_side=False), capture_output=True, text=True)
+    if proc.returncode != 0 or not out.exists():
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise MlxgptError(f"the parity check could not run (exit status {proc.returncode}): {tail}")
+    return json.loads(out.read_text())
+
+
+def run_torch_worker(cfg: BenchConfig, net: GPT, scratch: Path) -> dict:
+    weights = scratch / "weights.npz"
+    np.savez(weights, **{name: np.array(w, dtype=np.float32) for name, w in tree_flatten(net.parameters())})
+    spec, out = scratch / "torch.json", scratch / "torch-out.json"
+    spec.write_text(json.dumps({**_spec(cfg), "weights": str(weights), "matmul": True,
+                                "modes": [m for m in cfg.modes if m.startswith("torch")],
+                                "gen_tokens": cfg.gen_tokens, "keep": default_keep(cfg.model.block_size)}))
+    proc = subprocess.run([sys.executable, "-m", "mlxgpt.bench.torch_worker", str(spec), str(out)],
+                          env=_child_env(torch_side=True))  # its progress lines go straight to stderr
+    if proc.returncode != 0 or not out.exists():
+        raise MlxgptError(f"the PyTorch half of the benchmark failed (exit status {proc.returncode}; "
+                          "its error is above)")
+    return json.loads(out.read_text())
 
 
 def cold_start(cfg: BenchConfig, mode: str, device: str | None, empty_cache: bool) -> dict:
     """Process start -> end of the first training step, in a fresh process."""
     spec = {"mode": mode, "model": asdict(cfg.model), "train": asdict(cfg.train), "seed": cfg.seed,
             "threads": cfg.threads, "torch_device": device or "cpu", "cpu_streams": cfg.cpu_streams}
-    env = dict(os.environ)
-    package_root = str(Path(mlxgpt.__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-    if not mode.startswith("mlx"):
-        env["MLXGPT_BLAS"] = "reference"  # a PyTorch process loads no OpenBLAS of ours
+    env = _child_env(torch_side=not mode.startswith("mlx"))
     scratch = tempfile.mkdtemp(prefix="mlxgpt-cold-") if empty_cache else None
     if scratch:
         env["MLXGPT_JIT_CACHE"] = scratch  # where mlxgpt keeps MLX's compiled CPU kernels (backend.jit_cache_root)
@@ -438,23 +333,37 @@ def _ratio(mlx_value: float | None, torch_value: float | None) -> float | None:
     return mlx_value / torch_value
 
 
+def _cpu_seconds() -> tuple[float, float, float] | None:
+    """(busy CPU seconds of the whole machine, of this process and its children, wall clock); Linux only."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    busy = sum(ticks[:8]) - ticks[3] - ticks[4]  # all but idle and iowait
+    own = os.times()
+    return busy / os.sysconf("SC_CLK_TCK"), own.user + own.system + own.children_user + own.children_system, \
+        time.monotonic()
+
+
+def _other_processes_cores(start: tuple[float, float, float] | None) -> float | None:
+    """How many cores other processes kept busy, on average, since `start`: the contamination."""
+    end = _cpu_seconds()
+    if start is None or end is None or end[2] <= start[2]:
+        return None
+    return max(0.0, ((end[0] - start[0]) - (end[1] - start[1])) / (end[2] - start[2]))
+
+
 def run_bench(cfg: BenchConfig) -> Report:
     started = time.perf_counter()
-    torch_device = None
-    if cfg.use_torch:
-        import torch
-
-        from mlxgpt.bench.torch_ref import best_device
-
-        torch.set_num_threads(cfg.threads)
-        torch_device = cfg.torch_device or best_device()
+    cpu_at_start = _cpu_seconds()
     report = Report(config={"preset": cfg.preset, "preset_note": cfg.preset_note, "model": asdict(cfg.model),
                             "batch_size": cfg.train.batch_size, "grad_accum": cfg.train.grad_accum,
                             "tokens_per_iter": cfg.tokens_per_iter, "warmup": cfg.warmup, "iters": cfg.iters,
                             "gen_tokens": cfg.gen_tokens, "modes": cfg.modes, "dtype": "float32",
                             "torch_threads": cfg.threads if cfg.use_torch else None, "seed": cfg.seed,
                             "quick": cfg.quick, "command": cfg.command},
-                    environment=environment(cfg, torch_device))
+                    environment=environment())
     net = mlx_model(cfg)
     n_params = net.num_params()
     report.config.update(params=n_params, params_total=net.num_params(non_embedding=False),
@@ -462,60 +371,67 @@ def run_bench(cfg: BenchConfig) -> Report:
     if not cfg.use_torch:
         report.notes.append(TORCH_MISSING if not torch_available() else "--no-torch: ran MLX only.")
     else:
-        report.notes.append(f"PyTorch intra-op threads set to {cfg.threads} (the machine's {machine_cores()} cores).")
+        report.notes.append(f"PyTorch intra-op threads set to {cfg.threads} (the machine's {machine_cores()} "
+                            "cores); PyTorch ran in its own process, without MLX or OpenBLAS loaded.")
 
-    torch_net, weights = None, None
-    if cfg.use_torch:
-        from mlxgpt.bench.parity import check_parity
-        from mlxgpt.bench.torch_ref import from_mlx, mlx_weights
+    with tempfile.TemporaryDirectory(prefix="mlxgpt-bench-") as tmp:
+        scratch = Path(tmp)
+        if cfg.use_torch:
+            progress("parity: one batch through both frameworks (logits, loss, every gradient)")
+            report.parity = run_parity(cfg, scratch)
+            progress(report.parity["summary"])
+            if not report.parity["ok"]:
+                raise MlxgptError(f"{report.parity['summary']}: the two frameworks do not compute the same "
+                                  "thing, so their timings would not be comparable")
 
-        progress("parity: one batch through both frameworks (logits, loss, every gradient)")
-        weights = mlx_weights(net)
-        torch_net = from_mlx(net, torch_device)
-        px, py = draw_batches(cfg, 1)
-        rows = min(2, cfg.train.batch_size)
-        parity = check_parity(net, torch_net, px[0, :rows], py[0, :rows])
-        report.parity = parity.to_dict()
-        progress(parity.summary())
-        if not parity.ok:
-            raise MlxgptError(f"{parity.summary()}: the two frameworks do not compute the same thing, "
-                              "so their timings would not be comparable")
+        progress("MLX matmul peaks (fp32, bf16, fp16)")
+        peaks = [p.to_dict() for p in roofline.measure(["mlx"], gpu=on_gpu(), quick=cfg.quick)]
+        batches = draw_batches(cfg.model.vocab_size, cfg.train.batch_size, cfg.model.block_size, cfg.seed,
+                               cfg.warmup + cfg.iters)
+        results: dict[str, TrainResult] = {}
+        for mode in [m for m in cfg.modes if m.startswith("mlx")]:
+            progress(f"training, {LABELS[mode]}: {cfg.warmup} warm-up + {cfg.iters} timed steps")
+            results[mode] = bench_mlx(cfg, batches, compiled=mode == "mlx")
+        if cfg.gen_tokens:
+            progress(f"MLX generation: {cfg.gen_tokens} greedy tokens, with and without the KV cache")
+            report.generation = bench_mlx_generation(cfg, net)
+        rss = {"mlx": peak_rss_mb()}
 
-    progress("matmul peaks (fp32, bf16, fp16)")
-    frameworks = ["mlx"] + (["torch"] if cfg.use_torch else [])
-    peaks = roofline.measure(frameworks, gpu=on_gpu(), torch_device=torch_device or "cpu", quick=cfg.quick)
-    report.matmul_peaks = [p.to_dict() for p in peaks]
+        if cfg.use_torch:
+            worker = run_torch_worker(cfg, net, scratch)
+            report.environment["torch"] = worker["environment"]
+            peaks += worker.get("peaks", [])
+            results.update({r["mode"]: TrainResult.from_dict(r) for r in worker["training"]})
+            report.generation += [GenResult(g["framework"], g["kv_cache"], g["tokens"], g["seconds"], g["ids"])
+                                  for g in worker["generation"]]
+            rss["torch"] = worker["rss_peak_mb"]
 
-    batches = draw_batches(cfg, cfg.warmup + cfg.iters)
+    report.matmul_peaks = peaks
+    kinds = {"mlx": "gpu" if on_gpu() else "cpu", "torch": "cpu" if report.environment.get("torch", {}).get(
+        "device", "cpu") == "cpu" else "gpu"}
     for mode in cfg.modes:
-        progress(f"training, {LABELS[mode]}: {cfg.warmup} warm-up + {cfg.iters} timed steps")
-        if mode.startswith("mlx"):
-            result = bench_mlx(cfg, batches, compiled=mode == "mlx")
-        else:
-            result = bench_torch(cfg, weights, batches, compiled=mode == "torch-compile", device=torch_device)
-            if not result.ok:
-                progress(f"{LABELS[mode]} failed: {result.error}")
-        kind = "gpu" if (on_gpu() if mode.startswith("mlx") else torch_device != "cpu") else "cpu"
-        peak = roofline.fp32_peak(peaks, kind)
+        result = results[mode]
+        peak = roofline.fp32_peak(peaks, kinds[mode.split("-")[0]])
         if result.ok and peak:
-            result.mfu = report.config["flops_per_token"] * result.tokens_per_s / (peak.gflops * 1e9)
+            result.mfu = report.config["flops_per_token"] * result.tokens_per_s / (peak * 1e9)
         report.training.append(result)
+    report.memory = {f"{k}_process_peak_rss_mb": v for k, v in rss.items()}
     _compare_loss_curves(cfg, report)
-
-    if cfg.gen_tokens:
-        progress(f"generation: {cfg.gen_tokens} greedy tokens, with and without the KV cache")
-        report.generation = bench_generation(cfg, net, torch_net, torch_device)
-        _compare_generations(report)
+    _compare_generations(report)
 
     if cfg.cold_start:
         for empty in ([False, True] if cfg.cold_cache else [False]):
             for mode in cfg.modes:
                 progress(f"cold start, {LABELS[mode]}{' (empty JIT cache)' if empty else ''}: a fresh process")
-                report.cold_start.append(cold_start(cfg, mode, torch_device, empty))
-    report.notes.append(f"This process's peak RSS: {peak_rss_mb():.0f} MiB (both frameworks together; "
-                        "per-framework figures are in the cold-start rows).")
+                report.cold_start.append(cold_start(cfg, mode, cfg.torch_device, empty))
     _ratios(report)
     report.wall_s = time.perf_counter() - started
+    others = _other_processes_cores(cpu_at_start)
+    if others is not None:
+        report.environment["other_processes_cores"] = others
+        if others > 0.1:
+            report.notes.append(f"other processes kept {others:.2f} of the {machine_cores()} cores busy on average "
+                                "while this ran: the timings are contaminated; re-run on a quiet machine")
     return report
 
 
@@ -563,6 +479,9 @@ def _ratios(report: Report) -> None:
                      cold["mlx"]["cold_start_s"]))
         rows.append(("peak RSS, PyTorch eager / MLX compiled (memory)", cold["torch"]["rss_peak_mb"],
                      cold["mlx"]["rss_peak_mb"]))
+    if len(report.memory) == 2:
+        rows.append(("peak RSS of the benchmark process, PyTorch / MLX (memory)",
+                     report.memory["torch_process_peak_rss_mb"], report.memory["mlx_process_peak_rss_mb"]))
     peaks = {(p["framework"], p["dtype"]): p["gflops"] for p in report.matmul_peaks if not p["error"]}
     rows.append(("matmul fp32 GFLOP/s", peaks.get(("mlx", "float32")), peaks.get(("torch", "float32"))))
     for what, a, b in rows:
