@@ -297,3 +297,16 @@ def test_bench_cold_start_child_reports_a_first_step():
         assert "error" not in row, row
         assert 0 < row["first_step_s"] < row["cold_start_s"]
         assert row["rss_peak_mb"] >= row["rss_base_mb"] > 0
+
+
+def test_bench_children_do_not_inherit_the_jit_compiler_wrapper():
+    """A child that found backend's g++ wrapper first on PATH would key MLX's kernel cache
+    differently from its parent and recompile every kernel (a 30 s 'warm' cold start)."""
+    from mlxgpt.backend import jit_cache_root
+    from mlxgpt.bench.runner import _child_env
+
+    root = str(jit_cache_root())
+    for torch_side in (False, True):
+        env = _child_env(torch_side)
+        assert not any(p.startswith(root) for p in env["PATH"].split(":"))
+        assert (env.get("MLXGPT_BLAS") == "reference") == torch_side  # PyTorch's process loads no OpenBLAS
