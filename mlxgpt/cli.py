@@ -32,6 +32,16 @@ def _formatter(prog: str) -> argparse.HelpFormatter:
 # ---------------------------------------------------------------- train
 
 
+def add_model_shape_arguments(g: argparse._ArgumentGroup) -> None:
+    """The model-shape flags shared by train and bench (defaults None: the preset's)."""
+    g.add_argument("--n-layer", type=int, help="transformer blocks")
+    g.add_argument("--n-head", type=int, help="attention heads per block")
+    g.add_argument("--n-embd", type=int, help="embedding width (divisible by --n-head)")
+    g.add_argument("--block-size", type=int, help="context length in tokens")
+    g.add_argument("--dropout", type=float, help="dropout probability during training")
+    g.add_argument("--bias", action=argparse.BooleanOptionalAction, default=None, help="biases in Linear/LayerNorm")
+
+
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     presets = "; ".join(f"{name}: {preset.description}" for name, preset in PRESETS.items())
     p.description = (f"Train a GPT on a text file. Presets: {presets}. Without --preset: shakespeare-char on "
@@ -54,12 +64,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                                                    "MLX streams (default: one per core, at most 4)")
 
     g = p.add_argument_group("model (override the preset)")
-    g.add_argument("--n-layer", type=int, help="transformer blocks")
-    g.add_argument("--n-head", type=int, help="attention heads per block")
-    g.add_argument("--n-embd", type=int, help="embedding width (divisible by --n-head)")
-    g.add_argument("--block-size", type=int, help="context length in tokens")
-    g.add_argument("--dropout", type=float, help="dropout probability during training")
-    g.add_argument("--bias", action=argparse.BooleanOptionalAction, default=None, help="biases in Linear/LayerNorm")
+    add_model_shape_arguments(g)
     g.add_argument("--pos-embedding", choices=["learned", "sinusoidal"], help="position encoding (default learned)")
     g.add_argument("--tie-embeddings", action=argparse.BooleanOptionalAction, default=None,
                    help="share the token embedding with the unembedding (default yes)")

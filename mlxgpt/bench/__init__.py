@@ -51,14 +51,11 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=1337, help="seed of the initial weights and the batches")
     g.add_argument("--json", metavar="FILE", help="also write every number to this JSON file")
 
-    g = p.add_argument_group("model (override the preset)")
-    g.add_argument("--n-layer", type=int, help="transformer blocks")
-    g.add_argument("--n-head", type=int, help="attention heads per block")
-    g.add_argument("--n-embd", type=int, help="embedding width (divisible by --n-head)")
-    g.add_argument("--block-size", type=int, help="context length in tokens")
+    g = p.add_argument_group("model (override the preset; parity is checked without dropout)")
+    from mlxgpt.cli import add_model_shape_arguments  # one definition of these flags
+
+    add_model_shape_arguments(g)
     g.add_argument("--batch-size", type=int, help="sequences per step")
-    g.add_argument("--dropout", type=float, help="dropout during training (parity is checked without it)")
-    g.add_argument("--bias", action=argparse.BooleanOptionalAction, default=None, help="biases in Linear/LayerNorm")
     g.add_argument("--vocab-size", type=int, help="vocabulary size (default 65, tiny Shakespeare's characters)")
 
 
