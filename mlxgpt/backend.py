@@ -191,7 +191,12 @@ def setup_jit_flags() -> str:
     if "mlx.core" in sys.modules:
         _jit = "default (mlx.core imported before mlxgpt)"
         return _jit
-    compiler = shutil.which("g++")
+    # The real compiler, not our own wrapper: a child process inherits the wrapper on PATH
+    # and must compute the same cache key as its parent (else it recompiles everything).
+    wrappers = str(jit_cache_root())
+    search_path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep)
+                                  if p and not p.startswith(wrappers))
+    compiler = shutil.which("g++", path=search_path)
     if compiler is None:
         return _jit
     try:
@@ -213,7 +218,7 @@ def setup_jit_flags() -> str:
             os.replace(tmp, wrapper)
     except OSError:
         return _jit  # read-only home or similar: keep MLX's defaults
-    os.environ["PATH"] = f"{wrapper.parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    os.environ["PATH"] = f"{wrapper.parent}{os.pathsep}{search_path}"
     os.environ["TMPDIR"] = str(root / "tmp")
     _jit = " ".join(JIT_FLAGS)
     return _jit
