@@ -156,11 +156,16 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-p", type=float, help="drop tokens less likely than min-p x the most likely")
     p.add_argument("--seed", type=int, help="random seed for reproducible samples")
     p.add_argument("--num-samples", type=int, default=1, help="independent samples to draw")
-    p.add_argument("--stop", help="stop a sample once this text appears")
+    p.add_argument("--stop", type=_unescape, help="stop a sample once this text appears (\\n and \\t are understood)")
     p.add_argument("--no-cache", action="store_true", help="recompute the whole context per token (slow; for comparison)")
     p.add_argument("--show-probs", nargs="?", type=int, const=10, metavar="K",
                    help="for each token, show the K most likely candidates (default 10) with bars, the chosen one "
                         "marked, after temperature/top-k/top-p/min-p; then the text coloured by probability")
+
+
+def _unescape(text: str) -> str:
+    """'\\n' typed in a shell is a backslash and an n: read it as the newline the user meant."""
+    return text.replace("\\n", "\n").replace("\\t", "\t")
 
 
 def _read_prompt(args: argparse.Namespace) -> str:
