@@ -149,7 +149,7 @@ def test_named_dataset_is_downloaded_once_into_the_cache(tmp_path, monkeypatch):
             return False
 
         def read(self):
-            return b"First Citizen:\nBefore we proceed any further, hear me speak.\n"
+            return b"FAKE PLAYER:\nA stand-in for the downloaded text.\n"
 
     def fake_urlopen(url, timeout=None):
         calls.append(url)
@@ -157,7 +157,7 @@ def test_named_dataset_is_downloaded_once_into_the_cache(tmp_path, monkeypatch):
 
     monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
     path = resolve_data("shakespeare")
-    assert path == tmp_path / "cache" / "shakespeare.txt" and path.read_text().startswith("First Citizen")
+    assert path == tmp_path / "cache" / "shakespeare.txt" and path.read_text().startswith("FAKE PLAYER")
     assert resolve_data("shakespeare") == path and len(calls) == 1  # the second time, from the cache
     assert "tinyshakespeare" in calls[0]
     assert list(path.parent.iterdir()) == [path]  # no partial file left behind
