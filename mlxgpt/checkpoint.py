@@ -101,6 +101,19 @@ def _is_checkpoint(path: Path) -> bool:
     return (path / CONFIG).is_file()
 
 
+def find_checkpoint(run_dir: Path, name: str) -> Path | None:
+    """run_dir/name, or the `.name.old` a save left behind if it died between its renames."""
+    for candidate in (run_dir / name, run_dir / f".{name}.old"):
+        if _is_checkpoint(candidate):
+            return candidate
+    return None
+
+
+def holds_run(run_dir: Path) -> bool:
+    """Whether run_dir already holds a checkpoint that a new run would replace."""
+    return any(find_checkpoint(run_dir, name) for name in ("best", "latest"))
+
+
 def resolve_checkpoint(path: Path | str) -> Path:
     """A checkpoint directory as given, or a run directory's best (else latest) checkpoint."""
     path = Path(path)
@@ -111,10 +124,9 @@ def resolve_checkpoint(path: Path | str) -> Path:
         raise MlxgptError(f"checkpoint {path} is not a directory: pass a run directory such as out/shakespeare")
     if _is_checkpoint(path):
         return path
-    for name in ("best", "latest"):
-        for candidate in (path / name, path / f".{name}.old"):
-            if _is_checkpoint(candidate):
-                return candidate
+    found = find_checkpoint(path, "best") or find_checkpoint(path, "latest")
+    if found:
+        return found
     raise MlxgptError(f"{path} holds no mlxgpt checkpoint (no config.json, best/ or latest/): "
                       "pass the run directory that train.py wrote")
 

@@ -15,7 +15,8 @@ from typing import Any
 import mlx.core as mx
 
 from mlxgpt.backend import configure_device, device_name, on_gpu, setup_blas
-from mlxgpt.checkpoint import load_checkpoint_tokenizer, load_model, load_training_state, read_config
+from mlxgpt.checkpoint import (find_checkpoint, holds_run, load_checkpoint_tokenizer, load_model,
+                               load_training_state, read_config)
 from mlxgpt.config import PRESETS, ModelArgs, TrainArgs, default_preset_name
 from mlxgpt.data import Dataset, read_text, resolve_data, split_text
 from mlxgpt.distributed import World, check_same_across_ranks, init_world
@@ -60,13 +61,13 @@ def _run_dir(options: TrainOptions, data_path: Path) -> Path:
     """out/<data-name>; a new default directory never replaces an old run."""
     if options.out:
         out = Path(options.out)
-        if not options.resume and not options.overwrite and any((out / w / "config.json").exists() for w in ("best", "latest")):
+        if not options.resume and not options.overwrite and holds_run(out):
             raise MlxgptError(f"{out} already holds a trained run: add --resume to continue it, "
                               "--overwrite to replace it, or choose another --out")
         return out
     base = Path("out") / (data_path.stem or "run")
     out, n = base, 1
-    while not options.overwrite and any((out / w / "config.json").exists() for w in ("best", "latest")):
+    while not options.overwrite and holds_run(out):
         n += 1
         out = base.with_name(f"{base.name}-{n}")
     return out
@@ -123,10 +124,8 @@ def _prepare_resume(options: TrainOptions, world: World) -> tuple[Run, RunStarte
     if not options.out:
         raise MlxgptError("--resume needs the run directory: pass --out RUN_DIR (e.g. --out out/shakespeare)")
     out = Path(options.out)
-    checkpoint_dir = out / "latest"
-    if not (checkpoint_dir / "config.json").exists() and (out / ".latest.old" / "config.json").exists():
-        checkpoint_dir = out / ".latest.old"  # a save died between its renames (see checkpoint.save_checkpoint)
-    if not (checkpoint_dir / "config.json").exists():
+    checkpoint_dir = find_checkpoint(out, "latest")
+    if checkpoint_dir is None:
         raise MlxgptError(f"nothing to resume in {out}: it has no latest/ checkpoint (train without --resume first)")
     config = read_config(checkpoint_dir)
     changed = {k: v for k, v in options.overrides.items() if k in MODEL_FIELDS and config["model"].get(k) != v}
