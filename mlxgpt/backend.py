@@ -148,11 +148,14 @@ def blas_warning(info: BlasInfo) -> str | None:
 # ---------------------------------------------------------------- compile JIT flags
 
 # MLX's CPU backend compiles fused kernels by running `g++ -std=c++17 -O3 -Wall
-# -fPIC -shared ...` with no CPU-specific flags, so every exp/erf is a scalar
-# libm call. These flags let g++ vectorise for this CPU while keeping IEEE
-# results: no -ffast-math, no FMA contraction (measured bit-identical output,
-# GELU ~5-25x faster).
-JIT_FLAGS = ("-march=native", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off")
+# -fPIC -shared ...` with no CPU-specific flags: every kernel is scalar SSE2 code,
+# and its exp/erf (MLX's own polynomial `simd::exp<float, 1>`) stays an out-of-line
+# call, so the loop cannot be vectorised. These flags let g++ target this CPU
+# (-march=native), inline those functions (-finline-limit) and so vectorise the
+# loop, while keeping IEEE results: no -ffast-math, no FMA contraction. Measured:
+# bit-identical output; erf(x)+1 kernel 12.6 -> 1.0 ms, GELU ~25x faster, baby step
+# 61 -> 50 ms.
+JIT_FLAGS = ("-march=native", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off", "-finline-limit=10000")
 
 _jit: str | None = None
 
@@ -275,7 +278,10 @@ def configure_device(streams: int | None = None, processes: int = 1) -> DeviceSe
     blas_threads = max(1, cores // streams)
     if not _set_blas_threads(blas_threads):
         blas_threads = None
-    cache_gb = max(1.0, min(8.0, mx.get_memory_limit() / 4 / 2**30))
+    # Half of MLX's memory limit: on a GPU MLX caches up to the whole limit; a quarter
+    # (capped at 8 GB) left shakespeare-char re-faulting ~1 GB of pages every step
+    # (measured 13.7 -> 12.9 s/step with the bigger cache).
+    cache_gb = max(1.0, mx.get_memory_limit() / 2 / 2**30)
     mx.set_cache_limit(int(cache_gb * 2**30))
     return DeviceSettings(streams, blas_threads, cache_gb)
 
