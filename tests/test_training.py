@@ -192,3 +192,37 @@ def test_resume_continues_exactly(tmp_path, text_file, dropout, grad_accum):
     for name in a:
         np.testing.assert_allclose(np.array(b[name]), np.array(a[name]), rtol=1e-5, atol=1e-7, err_msg=name)
     assert json.loads((split / "latest" / "state.json").read_text())["iter"] == 12
+
+
+# ---------------------------------------------------------------- time budget and the speed-run preset
+
+
+def test_time_budget_stops_training_then_evaluates_and_saves(tmp_path, text_file):
+    out = tmp_path / "run"
+    result = run_cli("train.py", "--data", text_file, "--out", out, *TINY_FLAGS, "--max-iters", "1000000",
+                     "--eval-interval", "1000000", "--eval-iters", "2", "--time-budget", "3")
+    assert result.returncode == 0, result.stderr
+    finished = read_events(out, "run_finished")[-1]
+    assert finished["reason"] == "time budget"
+    assert 0 < finished["iter"] < 1_000_000
+    # the run ended with an evaluation of the model it stopped with, and saved it
+    assert read_events(out, "eval")[-1]["iter"] == finished["iter"]
+    assert json.loads((out / "latest" / "state.json").read_text())["iter"] == finished["iter"]
+
+
+def test_cpu_speedrun_preset_is_complete_and_overridable(tmp_path, text_file):
+    from mlxgpt.config import PRESETS
+
+    preset = PRESETS["cpu-speedrun"]
+    ModelArgs(vocab_size=65, **preset.model).validate()
+    args = TrainArgs(**preset.train)
+    args.validate()
+    assert args.time_budget == 120 and args.decay_iters == args.max_iters  # the schedule ends inside the budget
+    # Through the CLI, with every shape flag overridden to tiny: the preset's budget still applies.
+    out = tmp_path / "run"
+    result = run_cli("train.py", "--data", text_file, "--preset", "cpu-speedrun", "--out", out, *TINY_FLAGS,
+                     "--max-iters", "5", "--eval-iters", "2")
+    assert result.returncode == 0, result.stderr
+    config = json.loads((out / "latest" / "config.json").read_text())
+    assert config["train"]["time_budget"] == 120 and config["train"]["lr"] == 6e-3
+    assert config["model"]["n_embd"] == 32  # the flag beat the preset
