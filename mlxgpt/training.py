@@ -5,6 +5,7 @@ It reports what happens as events (events.py) and knows nothing of screens.
 
 from __future__ import annotations
 
+import itertools
 import math
 import signal
 import time
@@ -44,11 +45,30 @@ def lr_schedule(args: TrainArgs) -> Callable[[mx.array], mx.array]:
     return optim.join_schedules([warmup, cosine], [args.warmup_iters])
 
 
+class AdamW(optim.AdamW):
+    """MLX's AdamW, able to deal its per-parameter updates out over several streams.
+
+    On a CPU each MLX stream is one thread: an update computed on one stream uses one
+    core while the others wait. With `streams` set (by make_train_step), parameter i
+    is updated on stream i mod n, so all cores share the work. Same arithmetic."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.streams: list[mx.Stream] = []
+        self._turn = itertools.count()
+
+    def apply_single(self, gradient: mx.array, parameter: mx.array, state: dict) -> mx.array:
+        if len(self.streams) < 2:
+            return super().apply_single(gradient, parameter, state)
+        with mx.stream(self.streams[next(self._turn) % len(self.streams)]):
+            return super().apply_single(gradient, parameter, state)
+
+
 def build_optimizer(args: TrainArgs) -> optim.MultiOptimizer:
     """AdamW with weight decay on matrices (>= 2-D: matmul weights, embeddings) only,
     not on biases and LayerNorm gains (nanoGPT's configure_optimizers)."""
     schedule = lr_schedule(args)
-    adamw = partial(optim.AdamW, learning_rate=schedule, betas=[args.beta1, args.beta2], eps=1e-8,
+    adamw = partial(AdamW, learning_rate=schedule, betas=[args.beta1, args.beta2], eps=1e-8,
                     bias_correction=True)  # PyTorch's AdamW corrects the moment estimates' bias
     return optim.MultiOptimizer([adamw(weight_decay=args.weight_decay), adamw(weight_decay=0.0)],
                                 [lambda path, weight: weight.ndim >= 2])
@@ -59,8 +79,22 @@ def loss_fn(model: GPT, x: mx.array, y: mx.array) -> mx.array:
     return nn.losses.cross_entropy(model(x), y, reduction="mean")
 
 
-def global_norm(grads: Any) -> mx.array:
-    return mx.sqrt(sum(mx.sum(g * g) for _, g in tree_flatten(grads)))
+def _same(f: Callable) -> Callable:
+    return f
+
+
+def global_norm(grads: Any, leafwise: Callable[[Callable], Callable] = _same) -> mx.array:
+    """sqrt of the sum of all squared gradient entries; `leafwise` wraps the per-gradient part."""
+    squares = tree_flatten(tree_map(leafwise(lambda g: mx.sum(g * g)), grads))
+    return mx.sqrt(sum(square for _, square in squares))
+
+
+def clip_grad_norm(grads: Any, max_norm: float, leafwise: Callable[[Callable], Callable] = _same) -> tuple[Any, mx.array]:
+    """optim.clip_grad_norm's arithmetic (scale by min(1, max_norm / (norm + 1e-6)), as
+    PyTorch does), with each gradient's share computed by `leafwise(f)`."""
+    norm = global_norm(grads, leafwise)
+    normalizer = mx.minimum(max_norm / (norm + 1e-6), 1.0)
+    return tree_map(leafwise(lambda g: g * normalizer), grads), norm
 
 
 def make_train_step(model: GPT, optimizer: optim.Optimizer, grad_clip: float, streams: int = 1,
@@ -74,7 +108,9 @@ def make_train_step(model: GPT, optimizer: optim.Optimizer, grad_clip: float, st
     streams, which run concurrently: on a CPU that is how non-matmul ops use
     more than one core. The loss is a mean over tokens, so the batch's gradient
     is the size-weighted mean of the shards' gradients (same math, float-level
-    differences only).
+    differences only). Everything after the backward pass (combining the shards,
+    clipping, AdamW) is elementwise per parameter, so it is dealt out too:
+    parameter i on stream i mod n.
 
     In a distributed run every rank computes gradients on its own batch and they
     are averaged across ranks inside the compiled step, before clipping, so all
@@ -83,6 +119,18 @@ def make_train_step(model: GPT, optimizer: optim.Optimizer, grad_clip: float, st
     loss_and_grad = nn.value_and_grad(model, loss_fn)
     shard_streams = [mx.default_stream(mx.default_device())] + [mx.new_stream(mx.default_device())
                                                                 for _ in range(streams - 1)]
+    turns = itertools.cycle(shard_streams)
+
+    def leafwise(f: Callable) -> Callable:
+        """f, applied to one parameter's arrays, on the next stream in turn."""
+        def on_next_stream(*arrays: mx.array) -> mx.array:
+            with mx.stream(next(turns)):
+                return f(*arrays)
+        return on_next_stream if len(shard_streams) > 1 else f
+
+    for adamw in getattr(optimizer, "optimizers", [optimizer]):
+        if isinstance(adamw, AdamW):
+            adamw.streams = shard_streams
 
     def batch_loss_and_grad(x: mx.array, y: mx.array) -> tuple[mx.array, Any]:
         batch = x.shape[0]
@@ -96,7 +144,7 @@ def make_train_step(model: GPT, optimizer: optim.Optimizer, grad_clip: float, st
                 results.append(loss_and_grad(model, x[lo:hi], y[lo:hi]))
             weights.append((hi - lo) / batch)
         loss = sum(w * shard_loss for w, (shard_loss, _) in zip(weights, results))
-        grads = tree_map(lambda *gs: sum(w * g for w, g in zip(weights, gs)), *[g for _, g in results])
+        grads = tree_map(leafwise(lambda *gs: sum(w * g for w, g in zip(weights, gs))), *[g for _, g in results])
         return loss, grads
 
     @partial(mx.compile, inputs=state, outputs=state)
@@ -115,9 +163,9 @@ def make_train_step(model: GPT, optimizer: optim.Optimizer, grad_clip: float, st
             grads = nn.average_gradients(grads, group=world.group)
             loss = mx.distributed.all_sum(loss, group=world.group) / world.size
         if grad_clip > 0:
-            grads, norm = optim.clip_grad_norm(grads, grad_clip)
+            grads, norm = clip_grad_norm(grads, grad_clip, leafwise)
         else:
-            norm = global_norm(grads)
+            norm = global_norm(grads, leafwise)
         optimizer.update(model, grads)
         return loss, norm
 

@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import mlx.core as mx
+import mlx.optimizers as optim
 import numpy as np
 import pytest
 from conftest import TINY_FLAGS, TINY_MODEL, grammar_text, run_cli
@@ -226,3 +227,20 @@ def test_cpu_speedrun_preset_is_complete_and_overridable(tmp_path, text_file):
     config = json.loads((out / "latest" / "config.json").read_text())
     assert config["train"]["time_budget"] == 120 and config["train"]["lr"] == 6e-3
     assert config["model"]["n_embd"] == 32  # the flag beat the preset
+
+
+def test_adamw_dealt_over_streams_matches_mlx_adamw_exactly():
+    """Spreading the per-parameter updates over streams changes where they run, not what they compute."""
+    from mlxgpt.training import AdamW
+
+    mx.random.seed(3)
+    params = {"w": mx.random.normal((8, 4)), "b": mx.random.normal((4,)), "e": mx.random.normal((5, 8))}
+    grads = tree_map(lambda p: mx.random.normal(p.shape), params)
+    ours = AdamW(learning_rate=1e-2, weight_decay=0.1, bias_correction=True)
+    ours.streams = [mx.default_stream(mx.default_device()), mx.new_stream(mx.default_device())]
+    theirs = optim.AdamW(learning_rate=1e-2, weight_decay=0.1, bias_correction=True)
+    p_ours, p_theirs = params, params
+    for _ in range(3):
+        p_ours, p_theirs = ours.apply_gradients(grads, p_ours), theirs.apply_gradients(grads, p_theirs)
+    for (name, a), (_, b) in zip(tree_flatten(p_ours), tree_flatten(p_theirs)):
+        assert np.array_equal(np.array(a), np.array(b)), name
