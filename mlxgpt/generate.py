@@ -61,28 +61,43 @@ def generate_tokens(model: GPT, prompt_ids: list[int], max_new_tokens: int, *,
     tokens = list(prompt_ids[-block_size:])
     start = 0  # tokens[start:] is the current context window
 
-    def forward(context: list[int], cache) -> mx.array:
-        return model(mx.array(context, dtype=mx.int32)[None], cache)[0, -1]
-
-    cache = model.make_cache() if use_cache else None
-    logits = forward(tokens, cache)
-    for _ in range(max_new_tokens):
+    def forward(context: mx.array, cache) -> tuple[mx.array, mx.array]:
+        """The next token and its logprobs after `context` (1-D ids), as lazy arrays."""
+        nonlocal key
         key, subkey = mx.random.split(key)
-        logprobs = transform(logits)
-        token = sampler(logprobs, subkey)
-        mx.async_eval(token, logprobs)
+        logprobs = transform(model(context[None], cache)[0, -1])
+        return sampler(logprobs, subkey), logprobs
+
+    def window(cache_too: bool):
+        return mx.array(tokens[start:], dtype=mx.int32), (model.make_cache() if cache_too else None)
+
+    context, cache = window(use_cache)
+    token, logprobs = forward(context, cache)
+    mx.async_eval(token, logprobs)
+    for n in range(max_new_tokens):
+        if use_cache and n + 1 < max_new_tokens and len(tokens) + 1 - start <= block_size:
+            # Queue the next step on the still-unknown token before reading this one:
+            # Python builds step n+1's graph while the device computes step n.
+            next_token, next_logprobs = forward(token.reshape(1), cache)
+            mx.async_eval(next_token, next_logprobs)
+        else:
+            next_token = None
         token_id = token.item()
         tokens.append(token_id)
-        if len(tokens) - start > block_size:  # window full: slide it
-            start = len(tokens) - keep
-            cache = model.make_cache() if use_cache else None
-            logits = forward(tokens[start:], cache)
-        elif use_cache:
-            logits = forward([token_id], cache)
-        else:
-            logits = forward(tokens[start:], None)
-        mx.async_eval(logits)  # start the next step before the caller handles this one
         yield token_id, logprobs
+        if n + 1 == max_new_tokens:
+            return
+        if next_token is None:
+            if len(tokens) - start > block_size:  # window full: slide it, rebuild the cache
+                start = len(tokens) - keep
+                context, cache = window(use_cache)
+            elif use_cache:
+                context = mx.array([token_id], dtype=mx.int32)
+            else:
+                context, _ = window(False)
+            next_token, next_logprobs = forward(context, cache)
+            mx.async_eval(next_token, next_logprobs)
+        token, logprobs = next_token, next_logprobs
 
 
 def generate(model: GPT, tokenizer: Tokenizer, prompt: str, max_new_tokens: int = 500, *,
