@@ -149,6 +149,16 @@ def test_dashboard_before_the_first_step_says_what_it_waits_for():
     dash(started())
     text = render(dash.renderable(100, 30), 100, 30)
     assert "waiting for the first step" in text and "iter 0/300" in text
+    assert "a sample appears at each evaluation" in text and "budget" not in text
+
+
+def test_dashboard_shows_the_time_budget_and_says_when_samples_are_off():
+    dash = RichDashboard(console=Console(file=StringIO()), live=False)
+    run = started()
+    run.train_args.update(time_budget=120.0, sample_tokens=0)
+    dash(run)
+    text = render(dash.renderable(150, 40), 150, 40)
+    assert "budget 2:00" in text and "--sample-tokens 0" in text
 
 
 def test_live_dashboard_restores_the_terminal_and_prints_the_summary(tmp_path):

@@ -125,6 +125,12 @@ class DashboardState:
             return None
         return self.step.elapsed_s / done * max(0, self.max_iters - self.step.iter)
 
+    @property
+    def time_budget(self) -> float | None:
+        """--time-budget, in seconds (None: train until max_iters)."""
+        budget = self.started.train_args.get("time_budget") if self.started else None
+        return float(budget) if budget else None
+
 
 def _eval_from(record: tuple[int, float, float, float]) -> EvalDone:
     it, train, val, bpc = record
@@ -317,7 +323,8 @@ def progress_line(state: DashboardState) -> Table:
     grid.add_column(no_wrap=True, justify="right")
     grid.add_row(Text(f"iter {it:,}/{state.max_iters:,}", style="bold"),
                  ProgressBar(total=total, completed=min(it, total), complete_style="green", finished_style="green"),
-                 Text(f"{it / total:4.0%}  elapsed {duration(state.elapsed())}  ETA {duration(state.eta())}"))
+                 Text(f"{it / total:4.0%}  elapsed {duration(state.elapsed())}  ETA {duration(state.eta())}"
+                      + (f"  budget {duration(state.time_budget)}" if state.time_budget else "")))
     return grid
 
 
@@ -393,7 +400,9 @@ def config_rows(state: DashboardState) -> list[tuple[str, str | Text]]:
 def sample_text(state: DashboardState, earlier: bool = False) -> Text:
     sample = state.earlier[0] if earlier and state.earlier else state.sample
     if not sample:
-        return Text("a sample appears at each evaluation", style="dim")
+        samples_off = state.started and not state.started.train_args.get("sample_tokens", 0)
+        return Text("no samples during training (--sample-tokens 0); try generate.py afterwards" if samples_off
+                    else "a sample appears at each evaluation", style="dim")
     text = Text(sample.prompt if sample.prompt.strip() else "", style="dim")
     text.append(sample.text.replace("\r", ""))
     return text
