@@ -50,6 +50,9 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
                                                    "(default: as training does, one per core, at most 4)")
     g.add_argument("--seed", type=int, default=1337, help="seed of the initial weights and the batches")
     g.add_argument("--json", metavar="FILE", help="also write every number to this JSON file")
+    g.add_argument("--profile", action="store_true",
+                   help="instead of comparing frameworks: time the parts of one MLX training step (forward, "
+                        "backward, streams, clip + AdamW) and count its graph's nodes (MLX only)")
 
     g = p.add_argument_group("model (override the preset; parity is checked without dropout)")
     from mlxgpt.cli import add_model_shape_arguments  # one definition of these flags
@@ -66,11 +69,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from mlxgpt.bench.runner import config_from_args, run_bench, write_json
 
     config = config_from_args(args)
-    report = run_bench(config)
     console = Console()
     if not console.is_terminal:
         console.width = 160  # a log file or a pipe: wide enough that the tables keep one line per row
-    render(report, console)
+    if args.profile:
+        from mlxgpt.bench.profile import profile_step, render_profile
+
+        report = profile_step(config)
+        render_profile(report, console)
+    else:
+        report = run_bench(config)
+        render(report, console)
     if args.json:
         write_json(report, args.json)
         print(f"wrote {args.json}")
