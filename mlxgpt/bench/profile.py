@@ -156,6 +156,7 @@ def profile_step(cfg: BenchConfig) -> ProfileReport:
     report_parts = []
     for name, what, fn in parts:
         progress(f"profile: {name}")
+        mx.clear_cache()  # each part starts from an empty buffer cache, not the previous part's buffers
         report_parts.append(Part(name, what, _time(fn, cfg.warmup, cfg.iters)))
     census = graph_census([*step(x[None], y[None]), *[a for _, a in tree_flatten(step_state)]])
     kinds = Counter()
