@@ -84,7 +84,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--eval-iters", type=int, help="batches per split in each evaluation")
     g.add_argument("--log-interval", type=int, help="steps between log lines")
     g.add_argument("--seed", type=int, help="seed for weights, batches and dropout (default 1337)")
-    g.add_argument("--time-budget", type=float, help="stop after this many seconds (then eval and save)")
+    g.add_argument("--time-budget", type=float, help="stop after this many seconds of wall-clock training (evaluations "
+                   "included; then eval and save); the lr schedule still follows --max-iters, so pick "
+                   "--max-iters that fit the budget")
     g.add_argument("--sample-prompt", help="prompt of the sample shown at each eval (default newline)")
     g.add_argument("--sample-tokens", type=int, help="length of that sample (0: no samples)")
 
