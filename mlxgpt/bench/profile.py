@@ -121,13 +121,14 @@ def profile_step(cfg: BenchConfig) -> ProfileReport:
     loss_and_grad = nn.value_and_grad(model, loss_fn)
     compiled = lambda f: mx.compile(f, inputs=model.state, outputs=model.state)
 
-    def all_streams() -> tuple[mx.array, Any]:
+    def all_streams() -> tuple[Any, mx.array]:
         results = []
         for i, stream in enumerate(streams):
             with mx.stream(stream):
                 results.append(loss_and_grad(model, x[i * shard:(i + 1) * shard], y[i * shard:(i + 1) * shard]))
         loss = sum(l for l, _ in results) / len(results)
-        return loss, tree_map(lambda *gs: sum(gs) / len(gs), *[g for _, g in results])
+        # gradients first, for the same reason as in full_step below
+        return tree_map(lambda *gs: sum(gs) / len(gs), *[g for _, g in results]), loss
 
     optimizer = build_optimizer(cfg.train)
     _, grads = loss_and_grad(model, x, y)
