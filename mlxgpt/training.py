@@ -45,23 +45,44 @@ def lr_schedule(args: TrainArgs) -> Callable[[mx.array], mx.array]:
     return optim.join_schedules([warmup, cosine], [args.warmup_iters])
 
 
+def _same(f: Callable) -> Callable:
+    return f
+
+
+def cpu_streams(count: int) -> list[mx.Stream]:
+    """The default stream and count - 1 new ones on the default device."""
+    device = mx.default_device()
+    return [mx.default_stream(device)] + [mx.new_stream(device) for _ in range(count - 1)]
+
+
+def dealer(streams: list[mx.Stream]) -> Callable[[Callable], Callable]:
+    """deal(f): f, applied to one parameter's arrays, on the next of `streams` in turn
+    (parameter i on stream i mod n). With one stream, f itself."""
+    if len(streams) < 2:
+        return _same
+    turns = itertools.cycle(streams)
+
+    def deal(f: Callable) -> Callable:
+        def on_next_stream(*arrays: Any) -> Any:
+            with mx.stream(next(turns)):
+                return f(*arrays)
+        return on_next_stream
+    return deal
+
+
 class AdamW(optim.AdamW):
     """MLX's AdamW, able to deal its per-parameter updates out over several streams.
 
     On a CPU each MLX stream is one thread: an update computed on one stream uses one
-    core while the others wait. With `streams` set (by make_train_step), parameter i
-    is updated on stream i mod n, so all cores share the work. Same arithmetic."""
+    core while the others wait. `deal` (set by deal_updates) decides where each
+    parameter's update runs; by default, where the caller is. Same arithmetic."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.streams: list[mx.Stream] = []
-        self._turn = itertools.count()
+        self.deal: Callable[[Callable], Callable] = _same
 
     def apply_single(self, gradient: mx.array, parameter: mx.array, state: dict) -> mx.array:
-        if len(self.streams) < 2:
-            return super().apply_single(gradient, parameter, state)
-        with mx.stream(self.streams[next(self._turn) % len(self.streams)]):
-            return super().apply_single(gradient, parameter, state)
+        return self.deal(super().apply_single)(gradient, parameter, state)
 
 
 def build_optimizer(args: TrainArgs) -> optim.MultiOptimizer:
@@ -79,22 +100,57 @@ def loss_fn(model: GPT, x: mx.array, y: mx.array) -> mx.array:
     return nn.losses.cross_entropy(model(x), y, reduction="mean")
 
 
-def _same(f: Callable) -> Callable:
-    return f
-
-
-def global_norm(grads: Any, leafwise: Callable[[Callable], Callable] = _same) -> mx.array:
-    """sqrt of the sum of all squared gradient entries; `leafwise` wraps the per-gradient part."""
-    squares = tree_flatten(tree_map(leafwise(lambda g: mx.sum(g * g)), grads))
+def global_norm(grads: Any, deal: Callable[[Callable], Callable] = _same) -> mx.array:
+    """sqrt of the sum of all squared gradient entries; `deal` places the per-gradient part."""
+    squares = tree_flatten(tree_map(deal(lambda g: mx.sum(g * g)), grads))
     return mx.sqrt(sum(square for _, square in squares))
 
 
-def clip_grad_norm(grads: Any, max_norm: float, leafwise: Callable[[Callable], Callable] = _same) -> tuple[Any, mx.array]:
+def clip_grad_norm(grads: Any, max_norm: float, deal: Callable[[Callable], Callable] = _same) -> tuple[Any, mx.array]:
     """optim.clip_grad_norm's arithmetic (scale by min(1, max_norm / (norm + 1e-6)), as
-    PyTorch does), with each gradient's share computed by `leafwise(f)`."""
-    norm = global_norm(grads, leafwise)
+    PyTorch does), with each gradient's share placed by `deal(f)`."""
+    norm = global_norm(grads, deal)
     normalizer = mx.minimum(max_norm / (norm + 1e-6), 1.0)
-    return tree_map(leafwise(lambda g: g * normalizer), grads), norm
+    return tree_map(deal(lambda g: g * normalizer), grads), norm
+
+
+def deal_updates(optimizer: optim.Optimizer, deal: Callable[[Callable], Callable]) -> None:
+    """Let mlxgpt's AdamW (alone or inside a MultiOptimizer) place its updates with `deal`."""
+    for adamw in getattr(optimizer, "optimizers", [optimizer]):
+        if isinstance(adamw, AdamW):
+            adamw.deal = deal
+
+
+def sharded_loss_and_grad(loss_and_grad: Callable, model: GPT, x: mx.array, y: mx.array,
+                          streams: list[mx.Stream], deal: Callable[[Callable], Callable] = _same) -> tuple[mx.array, Any]:
+    """Loss and gradients of the batch (x, y), its shards computed concurrently, one per stream.
+
+    The loss is a mean over tokens, so the batch's gradient is the size-weighted mean
+    of the shards' gradients (same math, float-level differences only)."""
+    batch = x.shape[0]
+    if len(streams) == 1 or batch < 2:
+        return loss_and_grad(model, x, y)
+    shards = min(len(streams), batch)
+    bounds = [batch * i // shards for i in range(shards + 1)]
+    results, weights = [], []
+    for stream, lo, hi in zip(streams, bounds[:-1], bounds[1:]):
+        with mx.stream(stream):
+            results.append(loss_and_grad(model, x[lo:hi], y[lo:hi]))
+        weights.append((hi - lo) / batch)
+    loss = sum(w * shard_loss for w, (shard_loss, _) in zip(weights, results))
+    grads = tree_map(deal(lambda *gs: sum(w * g for w, g in zip(weights, gs))), *[g for _, g in results])
+    return loss, grads
+
+
+def clip_and_update(model: GPT, optimizer: optim.Optimizer, grads: Any, grad_clip: float,
+                    deal: Callable[[Callable], Callable] = _same) -> mx.array:
+    """Clip the gradients (grad_clip > 0), apply the optimizer; returns the norm before clipping."""
+    if grad_clip > 0:
+        grads, norm = clip_grad_norm(grads, grad_clip, deal)
+    else:
+        norm = global_norm(grads, deal)
+    optimizer.update(model, grads)
+    return norm
 
 
 def make_train_step(model: GPT, optimizer: optim.Optimizer, grad_clip: float, streams: int = 1,
@@ -105,47 +161,20 @@ def make_train_step(model: GPT, optimizer: optim.Optimizer, grad_clip: float, st
     declared as state so the compiled function may read and replace them.
 
     streams > 1 splits each micro-batch into shards computed on separate MLX
-    streams, which run concurrently: on a CPU that is how non-matmul ops use
-    more than one core. The loss is a mean over tokens, so the batch's gradient
-    is the size-weighted mean of the shards' gradients (same math, float-level
-    differences only). Everything after the backward pass (combining the shards,
-    clipping, AdamW) is elementwise per parameter, so it is dealt out too:
-    parameter i on stream i mod n.
+    streams, which run concurrently (sharded_loss_and_grad): on a CPU that is how
+    non-matmul ops use more than one core. Everything after the backward pass
+    (combining the shards, clipping, AdamW) is elementwise per parameter, so it is
+    dealt out too: parameter i on stream i mod n (dealer).
 
     In a distributed run every rank computes gradients on its own batch and they
     are averaged across ranks inside the compiled step, before clipping, so all
     ranks apply the same update and keep identical parameters."""
     state = [model.state, optimizer.state, mx.random.state]
     loss_and_grad = nn.value_and_grad(model, loss_fn)
-    shard_streams = [mx.default_stream(mx.default_device())] + [mx.new_stream(mx.default_device())
-                                                                for _ in range(streams - 1)]
-    turns = itertools.cycle(shard_streams)
-
-    def leafwise(f: Callable) -> Callable:
-        """f, applied to one parameter's arrays, on the next stream in turn."""
-        def on_next_stream(*arrays: mx.array) -> mx.array:
-            with mx.stream(next(turns)):
-                return f(*arrays)
-        return on_next_stream if len(shard_streams) > 1 else f
-
-    for adamw in getattr(optimizer, "optimizers", [optimizer]):
-        if isinstance(adamw, AdamW):
-            adamw.streams = shard_streams
-
-    def batch_loss_and_grad(x: mx.array, y: mx.array) -> tuple[mx.array, Any]:
-        batch = x.shape[0]
-        if len(shard_streams) == 1 or batch < 2:
-            return loss_and_grad(model, x, y)
-        shards = min(len(shard_streams), batch)
-        bounds = [batch * i // shards for i in range(shards + 1)]
-        results, weights = [], []
-        for stream, lo, hi in zip(shard_streams, bounds[:-1], bounds[1:]):
-            with mx.stream(stream):
-                results.append(loss_and_grad(model, x[lo:hi], y[lo:hi]))
-            weights.append((hi - lo) / batch)
-        loss = sum(w * shard_loss for w, (shard_loss, _) in zip(weights, results))
-        grads = tree_map(leafwise(lambda *gs: sum(w * g for w, g in zip(weights, gs))), *[g for _, g in results])
-        return loss, grads
+    shard_streams = cpu_streams(streams)
+    deal = dealer(shard_streams)
+    deal_updates(optimizer, deal)
+    batch_loss_and_grad = partial(sharded_loss_and_grad, loss_and_grad, model, streams=shard_streams, deal=deal)
 
     @partial(mx.compile, inputs=state, outputs=state)
     def step(x: mx.array, y: mx.array) -> tuple[mx.array, mx.array]:
@@ -162,12 +191,7 @@ def make_train_step(model: GPT, optimizer: optim.Optimizer, grad_clip: float, st
         if world.size > 1:
             grads = nn.average_gradients(grads, group=world.group)
             loss = mx.distributed.all_sum(loss, group=world.group) / world.size
-        if grad_clip > 0:
-            grads, norm = clip_grad_norm(grads, grad_clip, leafwise)
-        else:
-            norm = global_norm(grads, leafwise)
-        optimizer.update(model, grads)
-        return loss, norm
+        return loss, clip_and_update(model, optimizer, grads, grad_clip, deal)
 
     return step, state
 

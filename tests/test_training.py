@@ -231,13 +231,13 @@ def test_cpu_speedrun_preset_is_complete_and_overridable(tmp_path, text_file):
 
 def test_adamw_dealt_over_streams_matches_mlx_adamw_exactly():
     """Spreading the per-parameter updates over streams changes where they run, not what they compute."""
-    from mlxgpt.training import AdamW
+    from mlxgpt.training import AdamW, cpu_streams, deal_updates, dealer
 
     mx.random.seed(3)
     params = {"w": mx.random.normal((8, 4)), "b": mx.random.normal((4,)), "e": mx.random.normal((5, 8))}
     grads = tree_map(lambda p: mx.random.normal(p.shape), params)
     ours = AdamW(learning_rate=1e-2, weight_decay=0.1, bias_correction=True)
-    ours.streams = [mx.default_stream(mx.default_device()), mx.new_stream(mx.default_device())]
+    deal_updates(ours, dealer(cpu_streams(2)))
     theirs = optim.AdamW(learning_rate=1e-2, weight_decay=0.1, bias_correction=True)
     p_ours, p_theirs = params, params
     for _ in range(3):

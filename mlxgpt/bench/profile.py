@@ -32,13 +32,14 @@ from typing import Any, Callable
 
 import mlx.core as mx
 import mlx.nn as nn
-from mlx.utils import tree_flatten, tree_map
+from mlx.utils import tree_flatten
 
 from mlxgpt.backend import configure_device, device_name
 from mlxgpt.bench.common import draw_batches, progress
 from mlxgpt.bench.runner import BenchConfig, mlx_model
 from mlxgpt.model import flops_per_token
-from mlxgpt.training import build_optimizer, clip_grad_norm, global_norm, loss_fn, make_train_step
+from mlxgpt.training import (build_optimizer, clip_and_update, cpu_streams, dealer, loss_fn,
+                             make_train_step, sharded_loss_and_grad)
 
 # How the graph's primitives are grouped in the report.
 KINDS = {
@@ -115,32 +116,24 @@ def profile_step(cfg: BenchConfig) -> ProfileReport:
     model.train()
     xs, ys = draw_batches(cfg.model.vocab_size, cfg.train.batch_size, cfg.model.block_size, cfg.seed, 1)
     x, y = mx.array(xs[0]), mx.array(ys[0])
-    streams = [mx.default_stream(mx.default_device())] + [mx.new_stream(mx.default_device())
-                                                          for _ in range(settings.streams - 1)]
+    streams = cpu_streams(settings.streams)
+    deal = dealer(streams)
     shard = max(1, cfg.train.batch_size // len(streams))
     loss_and_grad = nn.value_and_grad(model, loss_fn)
     compiled = lambda f: mx.compile(f, inputs=model.state, outputs=model.state)
 
     def all_streams() -> tuple[Any, mx.array]:
-        results = []
-        for i, stream in enumerate(streams):
-            with mx.stream(stream):
-                results.append(loss_and_grad(model, x[i * shard:(i + 1) * shard], y[i * shard:(i + 1) * shard]))
-        loss = sum(l for l, _ in results) / len(results)
-        # gradients first, for the same reason as in full_step below
-        return tree_map(lambda *gs: sum(gs) / len(gs), *[g for _, g in results]), loss
+        loss, grads = sharded_loss_and_grad(loss_and_grad, model, x, y, streams, deal)
+        return grads, loss  # gradients first, for the same reason as in full_step below
 
-    optimizer = build_optimizer(cfg.train)
+    optimizer = build_optimizer(cfg.train)  # make_train_step below deals its updates over the streams
     _, grads = loss_and_grad(model, x, y)
     mx.eval(grads)
     state = [model.state, optimizer.state]
 
     @partial(mx.compile, inputs=state, outputs=state)
-    def clip_and_update() -> mx.array:
-        clipped, norm = (clip_grad_norm(grads, cfg.train.grad_clip) if cfg.train.grad_clip > 0
-                         else (grads, global_norm(grads)))
-        optimizer.update(model, clipped)
-        return norm
+    def clip_and_update_only() -> mx.array:
+        return clip_and_update(model, optimizer, grads, cfg.train.grad_clip, deal)
 
     step, step_state = make_train_step(model, optimizer, cfg.train.grad_clip, settings.streams)
 
@@ -159,7 +152,7 @@ def profile_step(cfg: BenchConfig) -> ProfileReport:
          compiled(lambda: loss_and_grad(model, x[:shard], y[:shard]))),
         ("forward+backward, all streams", f"{len(streams)} shards of {shard} concurrently, gradients combined",
          compiled(all_streams)),
-        ("clip + AdamW", "from ready gradients", lambda: (state, clip_and_update())),
+        ("clip + AdamW", "from ready gradients", lambda: (state, clip_and_update_only())),
         ("full step", "make_train_step: everything above in one graph", full_step),
     ]
     report_parts = []
@@ -190,7 +183,6 @@ def render_profile(report: ProfileReport, console) -> None:
     console.print(table)
     shard, together = report.part("forward+backward, one shard").median_ms, report.part(
         "forward+backward, all streams").median_ms
-    rest = full - together
     console.print(f"streams: one shard alone {shard:.1f} ms; both shards as a graph of their own {together:.1f} ms "
                   f"({shard / together:.0%} overlap); inside the full step, with the update, {full:.1f} ms "
                   f"({shard / full:.0%}). MLX schedules a graph in the order it walks it, so the same work can "
