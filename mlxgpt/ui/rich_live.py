@@ -126,6 +126,11 @@ class DashboardState:
         return self.step.elapsed_s / done * max(0, self.max_iters - self.step.iter)
 
     @property
+    def samples_on(self) -> bool:
+        """Whether training draws a sample at each evaluation (--sample-tokens > 0)."""
+        return bool(self.started and self.started.train_args.get("sample_tokens", 0) > 0)
+
+    @property
     def time_budget(self) -> float | None:
         """--time-budget, in seconds (None: train until max_iters)."""
         budget = self.started.train_args.get("time_budget") if self.started else None
@@ -400,7 +405,7 @@ def config_rows(state: DashboardState) -> list[tuple[str, str | Text]]:
 def sample_text(state: DashboardState, earlier: bool = False) -> Text:
     sample = state.earlier[0] if earlier and state.earlier else state.sample
     if not sample:
-        samples_off = state.started and not state.started.train_args.get("sample_tokens", 0)
+        samples_off = state.started and not state.samples_on
         return Text("no samples during training (--sample-tokens 0); try generate.py afterwards" if samples_off
                     else "a sample appears at each evaluation", style="dim")
     text = Text(sample.prompt if sample.prompt.strip() else "", style="dim")
@@ -584,13 +589,9 @@ class RichDashboard:
                 self._finish()
             else:
                 self._refresh(force=isinstance(event, SampleGenerated)
-                              or (isinstance(event, EvalDone) and not self._samples_on()))
+                              or (isinstance(event, EvalDone) and not self.state.samples_on))
         finally:
             self.ui_seconds += self.clock() - t0
-
-    def _samples_on(self) -> bool:
-        st = self.state.started
-        return bool(st and st.train_args.get("sample_tokens", 0) > 0)
 
     def _start(self) -> None:
         if self.use_live and self.live is None:
