@@ -62,6 +62,39 @@ class KVCache:
         return self.keys[..., : self.offset, :], self.values[..., : self.offset, :]
 
 
+class StaticKVCache:
+    """A KV cache with the same shapes at every step, for compiled decoding.
+
+    KVCache returns exactly the filled positions, so each new token changes the
+    shapes and mx.compile would trace again. Here storage is the whole block from
+    the start, `offset` is an mx.array, and attention sees every slot: the causal
+    mask (keys after the query's position are hidden) also hides the unfilled ones.
+    So a one-token step is one fixed graph, traced once (generate.py compiles it).
+    Its arrays live in `self.state` so that mx.compile can take them as state.
+    """
+
+    def __init__(self, batch: int, heads: int, capacity: int, head_size: int, dtype: mx.Dtype) -> None:
+        shape = (batch, heads, capacity, head_size)
+        self.state = {"keys": mx.zeros(shape, dtype), "values": mx.zeros(shape, dtype),
+                      "offset": mx.zeros((1,), mx.int32)}
+
+    @property
+    def offset(self) -> mx.array:
+        return self.state["offset"]  # (1,): positions filled so far
+
+    def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
+        """Write (B, nh, T, hs) keys/values at `offset`; return all capacity slots."""
+        state, start = self.state, self.state["offset"]
+        state["keys"] = mx.slice_update(state["keys"], keys, start, axes=(2,))
+        state["values"] = mx.slice_update(state["values"], values, start, axes=(2,))
+        state["offset"] = start + keys.shape[2]
+        return state["keys"], state["values"]
+
+    def reset(self) -> None:
+        """Empty the cache (stale slots are masked, so they need no clearing)."""
+        self.state["offset"] = mx.zeros((1,), mx.int32)
+
+
 def sinusoidal_positions(positions: mx.array, dims: int) -> mx.array:
     """The fixed encodings of "Attention Is All You Need":
     PE[p, 2i] = sin(p / 10000^(2i/d)), PE[p, 2i+1] = cos(p / 10000^(2i/d)).  -> (T, d)"""
@@ -95,27 +128,34 @@ class CausalSelfAttention(nn.Module):
     def __call__(self, x: mx.array, cache: KVCache | None = None) -> mx.array:
         B, T, C = x.shape
         q, k, v = self.qkv(x)
+        start = None  # position of the first query among the keys (None: the last T of them)
         if cache is not None:
-            k, v = cache.update_and_fetch(k, v)  # (B, nh, offset + T, hs)
-        mask = "causal" if T > 1 else None  # a single new token may see everything cached
+            start = cache.offset
+            k, v = cache.update_and_fetch(k, v)  # (B, nh, offset + T, hs); a StaticKVCache: (B, nh, capacity, hs)
         if (self.training and self.dropout > 0) or mx.default_device().type == mx.cpu:
             # Explicit: dropout can act on the weights, and on a CPU mx.compile fuses
             # this softmax into the surrounding elementwise work (faster than the fused op there).
-            y = self.attn_dropout(attention_weights(q, k, self.scale)) @ v
+            y = self.attn_dropout(attention_weights(q, k, self.scale, start)) @ v
         else:
-            # The fused kernel (Metal/CUDA); "causal" keeps it on its fast path (aligned to the cache's end).
+            # The fused kernel (Metal/CUDA). "causal" keeps it on its fast path (aligned to the
+            # keys' end); a single new token may see everything cached; a static cache needs the mask.
+            mask = causal_mask(T, k.shape[2], start) if isinstance(start, mx.array) else ("causal" if T > 1 else None)
             y = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
         y = y.transpose(0, 2, 1, 3).reshape(B, T, C)  # re-assemble heads side by side
         return self.resid_dropout(self.c_proj(y))
 
 
-def attention_weights(q: mx.array, k: mx.array, scale: float) -> mx.array:
-    """softmax(q k^T / sqrt(hs)) under the causal mask: (B, nh, Tq, Tk), rows sum to 1.
+def causal_mask(Tq: int, Tk: int, start: int | mx.array | None = None) -> mx.array:
+    """(Tq, Tk) booleans: query i, at key position start + i, may see keys 0..start + i.
+    By default the queries are the *last* Tq of the Tk positions (as with a KV cache)."""
+    start = Tk - Tq if start is None else start
+    return (mx.arange(Tq)[:, None] + start) >= mx.arange(Tk)[None, :]
 
-    Queries are the *last* Tq of the Tk positions (as with a KV cache)."""
-    Tq, Tk = q.shape[2], k.shape[2]
+
+def attention_weights(q: mx.array, k: mx.array, scale: float, start: int | mx.array | None = None) -> mx.array:
+    """softmax(q k^T / sqrt(hs)) under the causal mask: (B, nh, Tq, Tk), rows sum to 1."""
     scores = (q * scale) @ k.transpose(0, 1, 3, 2)
-    allowed = (mx.arange(Tq)[:, None] + (Tk - Tq)) >= mx.arange(Tk)[None, :]
+    allowed = causal_mask(q.shape[2], k.shape[2], start)
     scores = mx.where(allowed, scores, mx.array(-mx.inf, scores.dtype))
     # softmax written out: subtract the row max (stability), exponentiate, normalise
     weights = mx.exp(scores - mx.max(scores, axis=-1, keepdims=True))
@@ -180,8 +220,8 @@ class GPT(nn.Module):
 
         self.update(tree_map_with_path(init, self.parameters()))
 
-    def position_embedding(self, offset: int, length: int) -> mx.array:
-        positions = mx.arange(offset, offset + length)
+    def position_embedding(self, offset: int | mx.array, length: int) -> mx.array:
+        positions = mx.arange(length) + offset
         if self.args.pos_embedding == "learned":
             return self.wpe(positions)
         return sinusoidal_positions(positions, self.args.n_embd)
@@ -189,8 +229,8 @@ class GPT(nn.Module):
     def __call__(self, idx: mx.array, cache: list[KVCache] | None = None) -> mx.array:
         """Token ids (B, T) -> next-token logits (B, T, vocab_size)."""
         B, T = idx.shape
-        offset = cache[0].offset if cache else 0
-        if offset + T > self.args.block_size:
+        offset = cache[0].offset if cache else 0  # an mx.array for a StaticKVCache (its capacity is one block)
+        if isinstance(offset, int) and offset + T > self.args.block_size:
             raise ValueError(f"sequence of {offset + T} tokens exceeds block_size {self.args.block_size}")
         x = self.drop(self.wte(idx) + self.position_embedding(offset, T))  # (B, T, C)
         for i, block in enumerate(self.h):
@@ -200,7 +240,11 @@ class GPT(nn.Module):
             return self.wte.as_linear(x)  # reuse the embedding matrix: logits = x @ wte^T
         return self.lm_head(x)
 
-    def make_cache(self) -> list[KVCache]:
+    def make_cache(self, static: bool = False, batch: int = 1) -> list[KVCache] | list[StaticKVCache]:
+        """One cache per layer; static=True for compiled decoding (StaticKVCache)."""
+        if static:
+            a = self.args
+            return [StaticKVCache(batch, a.n_head, a.block_size, a.head_dim, self.wte.weight.dtype) for _ in self.h]
         return [KVCache() for _ in self.h]
 
     def num_params(self, non_embedding: bool = True) -> int:
