@@ -238,22 +238,35 @@ class GPT(nn.Module):
     def position_embedding(self, offset: int | mx.array, length: int) -> mx.array:
         positions = mx.arange(length) + offset
         if self.args.pos_embedding == "learned":
+            if isinstance(offset, int) and offset + length > self.args.block_size:
+                positions = mx.minimum(positions, self.args.block_size - 1)  # padding only (see __call__)
             return self.wpe(positions)
         return sinusoidal_positions(positions, self.args.n_embd)
 
-    def __call__(self, idx: mx.array, cache: list[KVCache] | None = None) -> mx.array:
-        """Token ids (B, T) -> next-token logits (B, T, vocab_size)."""
+    def __call__(self, idx: mx.array, cache: list[KVCache] | None = None, pad: int = 0) -> mx.array:
+        """Token ids (B, T) -> next-token logits (B, T, vocab_size).
+
+        pad > 0 runs the network on `pad` extra positions after the last token and drops
+        them from the output: the same logits (a position never sees later ones), other
+        array shapes. Training gives each data shard a different pad, because mx.compile
+        merges identical nodes of concurrent shards (see training.sharded_loss_and_grad)."""
         B, T = idx.shape
         offset = cache[0].offset if cache else 0  # an mx.array for a StaticKVCache (its capacity is one block)
         if isinstance(offset, int) and offset + T > self.args.block_size:
             raise ValueError(f"sequence of {offset + T} tokens exceeds block_size {self.args.block_size}")
-        x = self.drop(self.wte(idx) + self.position_embedding(offset, T))  # (B, T, C)
+        if pad:
+            if cache:
+                raise ValueError("pad is for training: it cannot be combined with a KV cache")
+            idx = mx.concatenate([idx, mx.zeros((B, pad), idx.dtype)], axis=1)
+        x = self.drop(self.wte(idx) + self.position_embedding(offset, T + pad))  # (B, T + pad, C)
         for i, block in enumerate(self.h):
             x = block(x, cache[i] if cache else None)
         x = self.ln_f(x)
         if self.args.tie_embeddings:
-            return self.wte.as_linear(x)  # reuse the embedding matrix: logits = x @ wte^T
-        return self.lm_head(x)
+            logits = self.wte.as_linear(x)  # reuse the embedding matrix: logits = x @ wte^T
+        else:
+            logits = self.lm_head(x)
+        return logits[:, :T] if pad else logits
 
     def make_cache(self, static: bool = False, batch: int = 1) -> list[KVCache] | list[StaticKVCache]:
         """One cache per layer; static=True for compiled decoding (StaticKVCache)."""

@@ -95,9 +95,9 @@ def build_optimizer(args: TrainArgs) -> optim.MultiOptimizer:
                                 [lambda path, weight: weight.ndim >= 2])
 
 
-def loss_fn(model: GPT, x: mx.array, y: mx.array) -> mx.array:
-    """Mean next-token cross-entropy in nats."""
-    return nn.losses.cross_entropy(model(x), y, reduction="mean")
+def loss_fn(model: GPT, x: mx.array, y: mx.array, pad: int = 0) -> mx.array:
+    """Mean next-token cross-entropy in nats (pad: see GPT.__call__)."""
+    return nn.losses.cross_entropy(model(x, pad=pad), y, reduction="mean")
 
 
 def global_norm(grads: Any, deal: Callable[[Callable], Callable] = _same) -> mx.array:
@@ -126,16 +126,25 @@ def sharded_loss_and_grad(loss_and_grad: Callable, model: GPT, x: mx.array, y: m
     """Loss and gradients of the batch (x, y), its shards computed concurrently, one per stream.
 
     The loss is a mean over tokens, so the batch's gradient is the size-weighted mean
-    of the shards' gradients (same math, float-level differences only)."""
+    of the shards' gradients (same math, float-level differences only).
+
+    Shard i runs with i padding positions (GPT.__call__'s pad; its logits are dropped).
+    mx.compile's graph simplification merges nodes that have the same operation and
+    inputs without comparing their streams, so with equal shapes each constant-only node
+    (a scalar broadcast to the activations' shape, ...) would exist once, on the first
+    shard's stream: the others could not fuse it into their kernels and would wait for
+    that stream. One extra position per shard makes the shapes differ; on a 2-core CPU
+    that made the baby step ~6% and the shakespeare-char step ~11% faster
+    (docs/benchmarks.md, "mx.compile merges the two shards' identical nodes")."""
     batch = x.shape[0]
     if len(streams) == 1 or batch < 2:
         return loss_and_grad(model, x, y)
     shards = min(len(streams), batch)
     bounds = [batch * i // shards for i in range(shards + 1)]
     results, weights = [], []
-    for stream, lo, hi in zip(streams, bounds[:-1], bounds[1:]):
+    for pad, (stream, lo, hi) in enumerate(zip(streams, bounds[:-1], bounds[1:])):
         with mx.stream(stream):
-            results.append(loss_and_grad(model, x[lo:hi], y[lo:hi]))
+            results.append(loss_and_grad(model, x[lo:hi], y[lo:hi], pad=pad))
         weights.append((hi - lo) / batch)
     loss = sum(w * shard_loss for w, (shard_loss, _) in zip(weights, results))
     grads = tree_map(deal(lambda *gs: sum(w * g for w, g in zip(weights, gs))), *[g for _, g in results])

@@ -129,6 +129,21 @@ def test_static_kv_cache_writes_at_its_offset():
     assert cache.offset.item() == 0
 
 
+@pytest.mark.parametrize("pos_embedding", ["learned", "sinusoidal"])
+def test_padding_positions_leave_the_logits_unchanged(pos_embedding):
+    """pad=k computes k extra positions past the end (even past block_size) and drops
+    them: earlier positions never see later ones, so the logits are the same."""
+    model = tiny_model(pos_embedding=pos_embedding)
+    idx = mx.array(np.random.default_rng(8).integers(0, VOCAB, size=(2, 16)))  # a full block
+    base = np.array(model(idx))
+    for pad in (1, 3):
+        padded = model(idx, pad=pad)
+        assert padded.shape == base.shape
+        np.testing.assert_allclose(np.array(padded), base, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="cache"):
+        model(idx[:, :4], model.make_cache(), pad=1)
+
+
 def test_more_tokens_than_block_size_is_refused():
     model = tiny_model()
     with pytest.raises(ValueError, match="block_size"):
