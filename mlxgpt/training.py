@@ -134,7 +134,7 @@ def sharded_loss_and_grad(loss_and_grad: Callable, model: GPT, x: mx.array, y: m
     (a scalar broadcast to the activations' shape, ...) would exist once, on the first
     shard's stream: the others could not fuse it into their kernels and would wait for
     that stream. One extra position per shard makes the shapes differ; on a 2-core CPU
-    that made the baby step ~6% and the shakespeare-char step ~11% faster
+    that made the baby step 3-7% and the shakespeare-char step 14% faster
     (docs/benchmarks.md, "mx.compile merges the two shards' identical nodes")."""
     batch = x.shape[0]
     if len(streams) == 1 or batch < 2:
