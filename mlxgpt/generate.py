@@ -63,29 +63,30 @@ def generate_tokens(model: GPT, prompt_ids: list[int], max_new_tokens: int, *,
 
     cache = model.make_cache(static=True) if use_cache else None
 
-    def sample(logits: mx.array, subkey: mx.array) -> tuple[mx.array, mx.array]:
-        logprobs = transform(logits)
+    def next_subkey() -> mx.array:
+        nonlocal key
+        key, subkey = mx.random.split(key)
+        return subkey
+
+    def predict(ids: mx.array, subkey: mx.array) -> tuple[mx.array, mx.array]:
+        """The next token and its logprobs after `ids` (1, T), as lazy arrays."""
+        logprobs = transform(model(ids, cache)[0, -1])
         return sampler(logprobs, subkey), logprobs
 
     def forward(context: mx.array) -> tuple[mx.array, mx.array]:
-        """The next token and its logprobs after `context` (1-D ids), as lazy arrays.
-        Eager: the prompt, a rebuilt window, or (no cache) the whole window."""
-        nonlocal key
-        key, subkey = mx.random.split(key)
-        return sample(model(context[None], cache)[0, -1], subkey)
+        """Eager: the prompt, a rebuilt window, or (no cache) the whole window (1-D ids)."""
+        return predict(context[None], next_subkey())
 
     if use_cache:
         # One new token through the cache, compiled: with a StaticKVCache every such
         # step has the same shapes, so it is traced once and replayed as one fused graph
         # (on a CPU ~2x faster than op-by-op at small sizes). The caches' arrays are its state.
         state = [layer.state for layer in cache]
-        decode = mx.compile(lambda token, subkey: sample(model(token.reshape(1, 1), cache)[0, -1], subkey),
+        decode = mx.compile(lambda token, subkey: predict(token.reshape(1, 1), subkey),
                             inputs=state, outputs=state)
 
     def step(token: mx.array) -> tuple[mx.array, mx.array]:
-        nonlocal key
-        key, subkey = mx.random.split(key)
-        return decode(token, subkey)
+        return decode(token, next_subkey())
 
     def window() -> mx.array:
         """The current context; a cache is emptied so the window can be fed to it again."""
