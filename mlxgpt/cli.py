@@ -221,6 +221,55 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- eval
+
+
+def add_eval_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = ("The loss of a trained model on its whole validation (or training) split: every token "
+                     "predicted once, instead of training's estimate from --eval-iters random batches.")
+    p.add_argument("--checkpoint", help="run directory (its best checkpoint) or checkpoint directory "
+                                        "(default: the most recent run under out/)")
+    p.add_argument("--data", help="text to split 90/10 like training did (default: the text the model was trained on)")
+    p.add_argument("--split", choices=["val", "train"], default="val", help="which part of that text")
+    p.add_argument("--stride", type=int, help="tokens between window starts (default block_size: windows end to "
+                                              "end, as in training's estimate; smaller gives each token more context)")
+    p.add_argument("--batch-size", type=int, default=32, help="windows per forward pass")
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from mlxgpt.checkpoint import latest_run, load_model, load_checkpoint_tokenizer, read_config, resolve_checkpoint
+    from mlxgpt.data import Dataset, read_text, resolve_data
+    from mlxgpt.evaluate import split_loss
+    from mlxgpt.tokenizers import UnknownCharactersError
+
+    directory = resolve_checkpoint(args.checkpoint or latest_run())
+    config = read_config(directory)
+    model, tokenizer = load_model(directory, config), load_checkpoint_tokenizer(directory, config)
+    block_size = model.args.block_size
+    if args.stride is not None and not 1 <= args.stride <= block_size:
+        raise MlxgptError(f"--stride must be between 1 and the model's block size ({block_size}), got {args.stride}")
+    if args.batch_size < 1:
+        raise MlxgptError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if not (args.data or config.get("data")):
+        raise MlxgptError(f"{directory} does not say which text it was trained on: pass --data PATH")
+    path = resolve_data(args.data or config["data"])
+    try:
+        data = Dataset.from_text(read_text(path), tokenizer, block_size)
+    except UnknownCharactersError as exc:
+        raise MlxgptError(f"{path}: {exc}") from None
+    ids, chars = (data.val, data.val_chars) if args.split == "val" else (data.train, data.train_chars)
+    result = split_loss(model, ids, chars, args.stride, args.batch_size)
+    stride = args.stride or block_size
+    print(f"checkpoint  {directory}")
+    print(f"text        {path}, {args.split} split: {chars:,} characters, {len(ids):,} tokens")
+    print(f"windows     {block_size} tokens, "
+          + ("end to end" if stride == block_size else f"every {stride} (each token sees at least "
+                                                       f"{block_size - stride} tokens of context)"))
+    print(f"{args.split} loss    {result.loss:.4f} nats/token   perplexity {result.perplexity:.3f}   "
+          f"{result.bits_per_char:.4f} bits/char   ({result.tokens:,} tokens predicted)")
+    return 0
+
+
 # ---------------------------------------------------------------- launch
 
 
@@ -251,6 +300,7 @@ from mlxgpt import bench  # noqa: E402 (the benchmark's flags live with it; impo
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]] = {
     "train": (add_train_arguments, cmd_train, "train a model on a text file"),
     "generate": (add_generate_arguments, cmd_generate, "stream text from a trained model"),
+    "eval": (add_eval_arguments, cmd_eval, "loss on the whole validation split (every token, not an estimate)"),
     "inspect": (add_inspect_arguments, cmd_inspect,
                 "look inside a trained model: params, attention, embeddings, positions, next"),
     "launch": (add_launch_arguments, cmd_launch, "data-parallel training over processes/machines"),

@@ -35,7 +35,7 @@ class CharTokenizer(Tokenizer):
             shown = " ".join(repr(c) for c in unknown[:10]) + (" ..." if len(unknown) > 10 else "")
             raise UnknownCharactersError(
                 f"{len(unknown)} character(s) not in the model's vocabulary: {shown}; "
-                "remove them from the prompt (a char model knows only the characters of its training text)"
+                "remove them (a char model knows only the characters of its training text)"
             ) from None
 
     def decode(self, ids: list[int]) -> str:

@@ -1,0 +1,95 @@
+"""The loss on a whole split: every token scored once, instead of a 20-batch estimate.
+
+Training evaluates on `eval_iters` random windows (nanoGPT's `estimate_loss`)
+because it runs every few hundred steps and must be quick. That estimate moves
+by about ±0.02 with the draw of windows, as much as the differences people
+compare (two seeds, two tokenizers, MLX and PyTorch). Here every token of the
+split is predicted exactly once, so the number is exact and the same every time.
+
+Windows of block_size tokens laid end to end (the default stride) give each
+token the same spread of context lengths, 0 to block_size-1, as the random
+windows of training's estimate, so the two numbers measure the same thing. A
+smaller stride overlaps the windows and scores only each window's last `stride`
+tokens: every token then sees at least block_size-stride tokens of context,
+which shows how much the model gains from context.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+
+from mlxgpt.model import GPT
+from mlxgpt.training import bits_per_char
+
+
+@dataclass(frozen=True)
+class SplitLoss:
+    """The mean next-token loss over a split, and the same in the units people quote."""
+
+    loss: float  # nats per predicted token
+    tokens: int  # tokens predicted (every id but the first)
+    bits_per_char: float
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(self.loss)
+
+
+def windows(n_ids: int, block_size: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, first_scored) of the windows that predict each of ids[1:] exactly once.
+
+    A window at `start` reads ids[start : start+block_size] and predicts the next id
+    at each position; it scores positions from `first_scored` on, the ones no earlier
+    window scored. The last window is moved back to end at the last id, so every
+    window is full length and one compiled shape serves them all."""
+    if not 1 <= stride <= block_size:
+        raise ValueError(f"stride must be between 1 and block_size ({block_size}), got {stride}")
+    if n_ids < block_size + 1:
+        raise ValueError(f"{n_ids} ids are fewer than one window needs ({block_size + 1})")
+    last = n_ids - 1 - block_size  # the start of the window that ends at the last id
+    starts = np.arange(0, last, stride)
+    starts = np.append(starts, last)
+    # A window at `start` predicts ids[start+1 : start+block_size+1]; the windows
+    # before it have predicted ids up to index `done` (none of ids[0], which has no context).
+    done = np.concatenate([[0], starts[:-1] + block_size])
+    return starts, done - starts
+
+
+def _window_losses(model: GPT):
+    """Summed loss of a batch of windows, counting only the scored positions."""
+
+    def summed(x: mx.array, y: mx.array, first_scored: mx.array) -> mx.array:
+        losses = nn.losses.cross_entropy(model(x), y, reduction="none")  # (B, T)
+        scored = mx.arange(x.shape[1])[None, :] >= first_scored[:, None]
+        return mx.sum(mx.where(scored, losses, 0.0))
+
+    return mx.compile(summed, inputs=model.state)
+
+
+def split_loss(model: GPT, ids: np.ndarray, chars: int, stride: int | None = None,
+               batch_size: int = 32) -> SplitLoss:
+    """Predict every token of `ids` (but the first) once and average the loss.
+
+    `chars` is the split's length in characters, for bits per character; `stride`
+    defaults to block_size (windows end to end)."""
+    block_size = model.args.block_size
+    starts, first_scored = windows(len(ids), block_size, stride or block_size)
+    offsets = np.arange(block_size + 1)
+    was_training = model.training
+    model.eval()  # no dropout
+    summed = _window_losses(model)
+    totals = []
+    for i in range(0, len(starts), batch_size):
+        rows = ids[starts[i:i + batch_size, None] + offsets].astype(np.int32)  # (B, T+1)
+        totals.append(summed(mx.array(rows[:, :-1]), mx.array(rows[:, 1:]), mx.array(first_scored[i:i + batch_size])))
+        if len(totals) % 8 == 0:
+            mx.eval(totals)  # bound the graph that waits to run
+    model.train(was_training)
+    total = sum(total.item() for total in totals)
+    tokens = len(ids) - 1
+    return SplitLoss(total / tokens, tokens, bits_per_char(total / tokens, tokens, chars))
