@@ -234,12 +234,15 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stride", type=int, help="tokens between window starts (default block_size: windows end to "
                                               "end, as in training's estimate; smaller gives each token more context)")
     p.add_argument("--batch-size", type=int, default=32, help="windows per forward pass")
+    p.add_argument("--draws", type=int, default=0,
+                   help="also draw training's estimate (the run's --eval-iters random batches) this many times "
+                        "and show its spread: how far the val loss printed while training moves by luck")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from mlxgpt.checkpoint import latest_run, load_model, load_checkpoint_tokenizer, read_config, resolve_checkpoint
     from mlxgpt.data import Dataset, read_text, resolve_data
-    from mlxgpt.evaluate import split_loss
+    from mlxgpt.evaluate import estimate_spread, split_loss
     from mlxgpt.tokenizers import UnknownCharactersError
 
     directory = resolve_checkpoint(args.checkpoint or latest_run())
@@ -250,6 +253,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise MlxgptError(f"--stride must be between 1 and the model's block size ({block_size}), got {args.stride}")
     if args.batch_size < 1:
         raise MlxgptError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.draws < 0:
+        raise MlxgptError(f"--draws must be 0 or more, got {args.draws}")
     if not (args.data or config.get("data")):
         raise MlxgptError(f"{directory} does not say which text it was trained on: pass --data PATH")
     path = resolve_data(args.data or config["data"])
@@ -267,6 +272,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                                        f"{block_size - stride} tokens of context)"))
     print(f"{args.split} loss    {result.loss:.4f} nats/token   perplexity {result.perplexity:.3f}   "
           f"{result.bits_per_char:.4f} bits/char   ({result.tokens:,} tokens predicted)")
+    if args.draws:
+        train_args = config.get("train", {})
+        eval_iters, eval_batch = train_args.get("eval_iters", 20), train_args.get("batch_size", 12)
+        estimates = estimate_spread(model, ids, eval_batch, eval_iters, args.draws)
+        spread = f"sd {estimates.std(ddof=1):.4f}, " if args.draws > 1 else ""
+        print(f"estimate    {args.draws} draws of training's estimate ({eval_iters} random batches of "
+              f"{eval_batch}x{block_size}): mean {estimates.mean():.4f}, {spread}"
+              f"range {estimates.min():.4f} to {estimates.max():.4f}")
     return 0
 
 

@@ -13,7 +13,8 @@ import pytest
 from conftest import TINY_MODEL, assert_clean_failure, run_cli
 from mlxgpt.checkpoint import load
 from mlxgpt.config import ModelArgs
-from mlxgpt.evaluate import split_loss, windows
+from mlxgpt.data import BatchSampler
+from mlxgpt.evaluate import estimate_spread, split_loss, windows
 from mlxgpt.model import GPT
 
 T = TINY_MODEL["block_size"]
@@ -73,6 +74,19 @@ def test_evaluation_switches_dropout_off_and_restores_the_mode():
     assert split_loss(model, ids, chars=len(ids)).loss == first
 
 
+def test_estimate_spread_is_trainings_estimate_drawn_again_and_again():
+    model, ids = tiny_model(), random_ids(40 * T + 1)
+    estimates = estimate_spread(model, ids, batch_size=4, eval_iters=3, draws=5, seed=7)
+    x, y = BatchSampler(ids, 4, T, 7).next(3)  # the first draw, by hand: the mean of 3 batch losses
+    by_hand = np.mean([nn.losses.cross_entropy(model(mx.array(x[i])), mx.array(y[i]), reduction="mean").item()
+                       for i in range(3)])
+    assert estimates.shape == (5,) and estimates[0] == pytest.approx(by_hand, rel=1e-5)
+    assert len(set(estimates.tolist())) == 5  # fresh windows each draw
+    assert (estimate_spread(model, ids, 4, 3, 5, seed=7) == estimates).all()  # and reproducible
+    whole = split_loss(model, ids, chars=len(ids)).loss
+    assert abs(estimates.mean() - whole) < 3 * estimates.std(ddof=1)  # estimates of the same quantity
+
+
 def test_eval_command_agrees_with_training_estimate(trained_run):
     result = run_cli("-m", "mlxgpt", "eval", "--checkpoint", trained_run)
     assert result.returncode == 0, result.stderr
@@ -87,6 +101,13 @@ def test_eval_command_agrees_with_training_estimate(trained_run):
     assert context.returncode == 0, context.stderr
     assert "each token sees at least 14 tokens of context" in context.stdout
 
+    draws = run_cli("-m", "mlxgpt", "eval", "--checkpoint", trained_run, "--draws", "6")
+    assert draws.returncode == 0, draws.stderr
+    line = next(line for line in draws.stdout.splitlines() if line.startswith("estimate"))
+    assert "6 draws of training's estimate" in line
+    mean = float(line.split("mean ")[1].split(",")[0])
+    assert abs(mean - whole) < 0.1
+
     train_split = run_cli("-m", "mlxgpt", "eval", "--checkpoint", trained_run, "--split", "train")
     assert train_split.returncode == 0 and "train split" in train_split.stdout
 
@@ -95,6 +116,7 @@ def test_eval_command_agrees_with_training_estimate(trained_run):
     (["--stride", "0"], ["--stride must be between 1 and the model's block size (16)"]),
     (["--stride", "17"], ["--stride must be between 1"]),
     (["--batch-size", "0"], ["--batch-size must be at least 1"]),
+    (["--draws", "-1"], ["--draws must be 0 or more"]),
 ])
 def test_eval_bad_flags_are_one_line(trained_run, flags, fragments):
     assert_clean_failure(run_cli("-m", "mlxgpt", "eval", "--checkpoint", trained_run, *flags), *fragments)
