@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import shlex
 import shutil
 import subprocess
 import sys
@@ -28,6 +26,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from mlxgpt.experiments.runs import read_events, run_command
 
 
 def train_command(args: argparse.Namespace, out: Path, tokenizer_flags: list[str], warmup: bool) -> list[str]:
@@ -38,38 +38,13 @@ def train_command(args: argparse.Namespace, out: Path, tokenizer_flags: list[str
             "--lr-decay-iters", str(args.decay_iters), *budget, *tokenizer_flags, *args.train_flags]
 
 
-def read_events(path: Path) -> dict[str, dict]:
-    """The last event of each kind in a metrics.jsonl."""
-    events: dict[str, dict] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            event = json.loads(line)
-            events[event["event"]] = event
-    return events
-
-
-def full_split_loss(checkpoint: Path, text: str, batch: int = 64) -> tuple[float, int]:
-    """(total nats, predicted tokens) over a whole text: consecutive block_size windows,
-    so every token but the first is predicted exactly once."""
-    import mlx.core as mx
-    import mlx.nn as nn
-
+def whole_split(checkpoint: Path, text: str):
+    """The best checkpoint's loss on a whole text, every token predicted once."""
     from mlxgpt.checkpoint import load
+    from mlxgpt.evaluate import split_loss
 
     model, tokenizer = load(checkpoint)
-    ids = np.asarray(tokenizer.encode(text), dtype=np.int32)
-    block = model.args.block_size
-    rows = (len(ids) - 1) // block
-    x = ids[:rows * block].reshape(rows, block)
-    y = ids[1:rows * block + 1].reshape(rows, block)
-    batches = [(x[i:i + batch], y[i:i + batch]) for i in range(0, rows, batch)]
-    if rows * block < len(ids) - 1:  # the tail, shorter than a block
-        batches.append((ids[rows * block:-1][None], ids[rows * block + 1:][None]))
-    total = 0.0
-    for xb, yb in batches:
-        loss = nn.losses.cross_entropy(model(mx.array(xb)), mx.array(yb), reduction="sum")
-        total += loss.item()
-    return total, len(ids) - 1
+    return split_loss(model, np.asarray(tokenizer.encode(text), dtype=np.int32), len(text))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,23 +79,22 @@ def main(argv: list[str] | None = None) -> int:
             if warm.returncode != 0:
                 print(f"{name}: {warm.stderr.strip()}", file=sys.stderr)
                 return 1
-        command = train_command(args, out, flags, False)
-        print("$ " + shlex.join(["python", *command[1:]]), flush=True)
         started = time.perf_counter()
-        run = subprocess.run(command, capture_output=True, text=True)
-        if run.returncode != 0:
-            print(f"{name}: {run.stderr.strip()}", file=sys.stderr)
+        try:
+            run_command(train_command(args, out, flags, False), name)
+        except RuntimeError as exc:
+            print(f"error: {exc}", file=sys.stderr)
             return 1
         wall = time.perf_counter() - started
         events = read_events(out / "metrics.jsonl")
         start, end = events["run_started"], events["run_finished"]
-        nats, predicted = full_split_loss(out / "best", val_text)
+        whole = whole_split(out / "best", val_text)
         chars_per_token = len(train_text) / start["train_tokens"]
         row = dict(tokenizer=name, vocab=start["vocab_size"], params=start["n_params_total"], iters=end["iter"],
                    train_seconds=end["train_seconds"], wall_seconds=wall, tokens_per_s=end["tokens_per_s"],
                    chars_per_token=chars_per_token, chars_per_s=end["tokens_per_s"] * chars_per_token,
                    val_loss=end["best_val_loss"], val_bpc_estimate=end["best_val_bpc"],
-                   val_loss_full=nats / predicted, val_bpc_full=nats / len(val_text) / math.log(2))
+                   val_loss_full=whole.loss, val_bpc_full=whole.bits_per_char)
         results.append(row)
         print(f"  {name}: {row['iters']} iters, val bpc {row['val_bpc_full']:.4f} (whole split), "
               f"{row['tokens_per_s']:.0f} tok/s, {row['chars_per_s']:.0f} char/s", flush=True)

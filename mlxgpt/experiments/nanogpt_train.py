@@ -1,0 +1,164 @@
+"""nanoGPT's training procedure, step for step, in PyTorch: the yardstick for mlxgpt's runs.
+
+    python -m mlxgpt.experiments.nanogpt_train --data ../shared/data/shakespeare.txt --preset baby --seed 1337
+
+It trains mlxgpt's preset with nanoGPT's model (`mlxgpt/bench/torch_ref.py`) and
+nanoGPT's train.py loop, on PyTorch's RNG: `torch.manual_seed(seed)`, nanoGPT's
+init, `torch.randint` windows, and `estimate_loss` on *fresh* random batches at
+every eval (mlxgpt's fixed eval batches are the one deliberate difference in
+mlxgpt's own loop). It writes OUT/weights.npz (float32 arrays by mlxgpt's
+parameter names, read back with allow_pickle=False) and OUT/result.json (the
+last val estimate, time, tokens/s), so mlxgpt's tools can score the model.
+
+PyTorch runs in a process that loads no BLAS of mlxgpt's (MLXGPT_BLAS=reference;
+the command restarts itself with it): mlxgpt's OpenBLAS, loaded globally for MLX,
+would also take over PyTorch's matmuls and make them ~3x slower (see
+mlxgpt/bench/torch_worker.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def train(train_ids: np.ndarray, val_ids: np.ndarray, model_args, train_args, seed: int):
+    """nanoGPT's loop; returns (report, trained torch model).
+
+    The RNG is consumed in nanoGPT's order: init, the first batch, then per step an
+    eval every eval_interval (eval_iters fresh batches of train, then of val), the
+    forward pass (dropout), the next batch."""
+    import torch
+
+    from mlxgpt.bench import torch_ref
+
+    torch.manual_seed(seed)
+    model = torch_ref.GPT(model_args)
+    trainer = torch_ref.Trainer(model, train_args)
+    splits = {"train": torch.from_numpy(train_ids.astype(np.int64)), "val": torch.from_numpy(val_ids.astype(np.int64))}
+    block, batch = model_args.block_size, train_args.batch_size
+
+    def get_batch(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        data = splits[split]
+        ix = torch.randint(len(data) - block, (batch,))
+        return torch.stack([data[i:i + block] for i in ix]), torch.stack([data[i + 1:i + 1 + block] for i in ix])
+
+    @torch.no_grad()
+    def estimate_loss() -> dict[str, float]:
+        model.eval()
+        losses = {split: float(np.mean([model(*get_batch(split))[1].item() for _ in range(train_args.eval_iters)]))
+                  for split in splits}
+        model.train()
+        return losses
+
+    started = time.perf_counter()
+    x, y = get_batch("train")
+    losses = {"train": math.nan, "val": math.nan}
+    for it in range(train_args.max_iters + 1):
+        if it % train_args.eval_interval == 0 or it == train_args.max_iters:
+            losses = estimate_loss()
+        if it == train_args.max_iters:
+            break  # nanoGPT takes one more step after its last eval; the loss it reports is this one
+        trainer.step(x[None], y[None])
+        x, y = get_batch("train")
+    seconds = time.perf_counter() - started
+    tokens = train_args.max_iters * batch * block
+    from mlxgpt.backend import setup_blas
+
+    report = dict(iter=train_args.max_iters, train_estimate=losses["train"], val_estimate=losses["val"],
+                  train_seconds=seconds, tokens_per_s=tokens / seconds, torch=torch.__version__,
+                  threads=torch.get_num_threads(), mlxgpt_blas=setup_blas().name)  # "reference": none of ours
+    return report, model
+
+
+SETTING_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "bias", "batch_size", "max_iters")
+
+
+def add_setting_arguments(p: argparse.ArgumentParser) -> None:
+    """The preset and the overrides this procedure and `mlxgpt train` share (train.py's flag names)."""
+    from mlxgpt.cli import add_model_shape_arguments
+    from mlxgpt.config import PRESETS
+
+    p.add_argument("--preset", default="baby", choices=sorted(PRESETS), help="starting configuration (as train.py's)")
+    g = p.add_argument_group("override the preset (default: the preset's)")
+    add_model_shape_arguments(g)
+    g.add_argument("--batch-size", type=int, help="sequences per batch")
+    g.add_argument("--max-iters", type=int, help="optimizer steps (the cosine decays over as many)")
+
+
+def setting_flags(args: argparse.Namespace) -> list[str]:
+    """The overrides in `args` as train.py flags, to pass the same setting on."""
+    flags = []
+    for name in SETTING_FIELDS:
+        value, flag = getattr(args, name), "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(flag if value else f"--no-{flag[2:]}")
+        elif value is not None:
+            flags += [flag, str(value)]
+    return flags
+
+
+def setting(args: argparse.Namespace, vocab_size: int):
+    """(ModelArgs, TrainArgs): the preset with the overrides, as train.py resolves them."""
+    from mlxgpt.config import PRESETS, ModelArgs, TrainArgs
+
+    overrides = {name: getattr(args, name) for name in SETTING_FIELDS if getattr(args, name) is not None}
+    preset = PRESETS[args.preset]
+    train_keys = ("batch_size", "max_iters")
+    train_values = {**preset.train, **{k: v for k, v in overrides.items() if k in train_keys}}
+    if "max_iters" in overrides:
+        train_values["lr_decay_iters"] = overrides["max_iters"]  # decay over the run asked for, as train.py does
+    model_values = {**preset.model, **{k: v for k, v in overrides.items() if k not in train_keys},
+                    "vocab_size": vocab_size}
+    train_args = TrainArgs.from_dict(train_values)
+    train_args.validate()
+    return ModelArgs.from_dict(model_values), train_args
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    p = argparse.ArgumentParser(prog="python -m mlxgpt.experiments.nanogpt_train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, required=True, help="UTF-8 text file (a char model, split 90/10)")
+    p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--out", type=Path, required=True, help="directory for weights.npz and result.json")
+    add_setting_arguments(p)
+    args = p.parse_args(argv)
+    if os.environ.get("MLXGPT_BLAS") != "reference":  # see the module docstring
+        env = {**os.environ, "MLXGPT_BLAS": "reference"}
+        os.execve(sys.executable, [sys.executable, "-m", "mlxgpt.experiments.nanogpt_train", *argv], env)
+
+    from mlxgpt.bench.torch_ref import torch_weights
+    from mlxgpt.data import read_text, split_text
+    from mlxgpt.errors import MlxgptError
+    from mlxgpt.tokenizers import CharTokenizer
+
+    try:
+        text = read_text(args.data)
+        tokenizer = CharTokenizer.train(text)  # as train.py does: every character of the file
+        model_args, train_args = setting(args, tokenizer.vocab_size)
+    except MlxgptError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    train_text, val_text = split_text(text)
+    report, model = train(np.asarray(tokenizer.encode(train_text), dtype=np.int32),
+                          np.asarray(tokenizer.encode(val_text), dtype=np.int32), model_args, train_args, args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    np.savez(args.out / "weights.npz", **torch_weights(model))
+    (args.out / "result.json").write_text(json.dumps({**report, "seed": args.seed, "model": vars(model_args)}, indent=2),
+                                          encoding="utf-8")
+    print(f"nanoGPT's procedure, seed {args.seed}: val {report['val_estimate']:.4f} at iter {report['iter']} "
+          f"(estimate on {train_args.eval_iters} random batches), {report['train_seconds']:.0f} s, "
+          f"{report['tokens_per_s']:,.0f} tok/s; {args.out / 'weights.npz'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

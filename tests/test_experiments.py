@@ -1,0 +1,106 @@
+"""The seed experiment: mlxgpt and nanoGPT's procedure train the same setting from
+several seeds, and each trained model is scored on the whole validation split.
+
+The real CLI runs on a generated text with the suite's tiny shapes; the nanoGPT
+half needs PyTorch and is left out (with a note) when it is missing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+
+import numpy as np
+import pytest
+
+from conftest import TINY_BATCH, TINY_MODEL, assert_clean_failure, grammar_text, run_cli
+from mlxgpt.experiments.nanogpt_train import setting_flags
+from mlxgpt.experiments.seeds import summarize
+
+HAVE_TORCH = importlib.util.find_spec("torch") is not None
+TINY_SETTING = [f"--{k.replace('_', '-')}={v}" for k, v in TINY_MODEL.items()] + [f"--batch-size={TINY_BATCH}"]
+
+
+def test_summarize_counts_the_seeds_at_or_below_the_threshold():
+    s = summarize([1.88, 1.89, 1.90, 1.93], threshold=1.89)
+    assert s["n"] == 4 and s["at_or_below"] == 2
+    assert s["mean"] == pytest.approx(1.9)
+    assert s["sd"] == pytest.approx(np.std([1.88, 1.89, 1.90, 1.93], ddof=1))
+    assert (s["min"], s["max"]) == (1.88, 1.93)
+
+
+def test_setting_flags_pass_on_only_what_was_given():
+    from argparse import Namespace
+
+    args = Namespace(n_layer=2, n_head=None, n_embd=32, block_size=None, dropout=0.1, bias=False,
+                     batch_size=None, max_iters=50)
+    assert setting_flags(args) == ["--n-layer", "2", "--n-embd", "32", "--dropout", "0.1", "--no-bias",
+                                   "--max-iters", "50"]
+
+
+@pytest.fixture(scope="module")
+def seed_study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("seeds")
+    data = root / "grammar.txt"
+    data.write_text(grammar_text(600), encoding="utf-8")
+    out = root / "study"
+    result = run_cli("-m", "mlxgpt.experiments.seeds", "--data", data, "--seeds", "1", "2", "--max-iters", "150",
+                     *TINY_SETTING, "--out", out)
+    assert result.returncode == 0, result.stderr
+    return json.loads((out / "results.json").read_text(encoding="utf-8")), out, data, result
+
+
+def test_every_seed_of_every_procedure_is_trained_and_scored(seed_study):
+    results, out, _, _ = seed_study
+    procedures = ["mlxgpt", "nanogpt"] if HAVE_TORCH else ["mlxgpt"]
+    assert list(results["runs"]) == procedures
+    assert results["model"]["n_layer"] == TINY_MODEL["n_layer"] and results["max_iters"] == 150
+    untrained = math.log(results["model"]["vocab_size"])
+    for procedure in procedures:
+        rows = results["runs"][procedure]
+        assert set(rows) == {"1", "2"}
+        for row in rows.values():
+            assert row["iter"] == 150
+            # learned something real: far below the untrained ln(vocab) ...
+            assert row["val_whole"] < untrained - 1.0
+            # ... and the whole-split score of the saved model agrees with the estimate
+            # the run printed (a mis-loaded model would score near ln(vocab) or worse)
+            assert abs(row["val_whole"] - row["val_estimate"]) < 0.15
+        summary = results["summary"][procedure]["val_whole"]
+        assert summary["n"] == 2
+        assert summary["mean"] == pytest.approx(np.mean([r["val_whole"] for r in rows.values()]))
+    table = (out / "results.md").read_text(encoding="utf-8")
+    assert "| 1 |" in table and "seeds ≤ 1.89" in table
+
+
+def test_seeds_differ_and_runs_repeat(seed_study):
+    """Two seeds give two models; the same seed again gives the same model."""
+    results, out, data, _ = seed_study
+    rows = results["runs"]["mlxgpt"]
+    assert rows["1"]["val_whole"] != rows["2"]["val_whole"]
+    again = run_cli("-m", "mlxgpt.experiments.seeds", "--data", data, "--seeds", "1", "--max-iters", "150",
+                    "--procedures", "mlxgpt", *TINY_SETTING, "--out", out / "again")
+    assert again.returncode == 0, again.stderr
+    repeat = json.loads((out / "again" / "results.json").read_text(encoding="utf-8"))
+    assert repeat["runs"]["mlxgpt"]["1"]["val_whole"] == rows["1"]["val_whole"]
+
+
+@pytest.mark.skipif(not HAVE_TORCH, reason="nanoGPT's procedure runs in PyTorch: pip install -e '.[bench]'")
+def test_nanogpt_procedure_runs_without_mlxgpts_blas(seed_study):
+    """PyTorch must not share a process with mlxgpt's OpenBLAS (it would slow ~3x)."""
+    _, out, data, _ = seed_study
+    result = run_cli("-m", "mlxgpt.experiments.nanogpt_train", "--data", data, "--seed", "3", "--max-iters", "20",
+                     *TINY_SETTING, "--out", out / "nano3")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "nano3" / "result.json").read_text(encoding="utf-8"))
+    assert report["iter"] == 20 and math.isfinite(report["val_estimate"])
+    assert report["mlxgpt_blas"] == "reference"  # the command restarted itself without our OpenBLAS
+    with np.load(out / "nano3" / "weights.npz", allow_pickle=False) as weights:
+        assert weights["wte.weight"].shape == (report["model"]["vocab_size"], TINY_MODEL["n_embd"])
+
+
+def test_bad_data_is_one_line(tmp_path):
+    for module in ("mlxgpt.experiments.seeds", "mlxgpt.experiments.nanogpt_train"):
+        result = run_cli("-m", module, "--data", tmp_path / "missing.txt", "--out", tmp_path / "out")
+        assert_clean_failure(result, "missing.txt")
