@@ -122,6 +122,20 @@ def setting(args: argparse.Namespace, vocab_size: int):
     return ModelArgs.from_dict(model_values), train_args
 
 
+def prepare(args: argparse.Namespace):
+    """(ModelArgs, TrainArgs, train ids, val ids, val characters): what train.py builds
+    from the same flags, for a char model (every character of the file; 90/10 split)."""
+    from mlxgpt.data import read_text, split_text
+    from mlxgpt.tokenizers import CharTokenizer
+
+    text = read_text(args.data)
+    tokenizer = CharTokenizer.train(text)
+    model_args, train_args = setting(args, tokenizer.vocab_size)
+    train_text, val_text = split_text(text)
+    train_ids, val_ids = (np.asarray(tokenizer.encode(part), dtype=np.int32) for part in (train_text, val_text))
+    return model_args, train_args, train_ids, val_ids, len(val_text)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(prog="python -m mlxgpt.experiments.nanogpt_train", description=__doc__,
@@ -136,20 +150,14 @@ def main(argv: list[str] | None = None) -> int:
         os.execve(sys.executable, [sys.executable, "-m", "mlxgpt.experiments.nanogpt_train", *argv], env)
 
     from mlxgpt.bench.torch_ref import torch_weights
-    from mlxgpt.data import read_text, split_text
     from mlxgpt.errors import MlxgptError
-    from mlxgpt.tokenizers import CharTokenizer
 
     try:
-        text = read_text(args.data)
-        tokenizer = CharTokenizer.train(text)  # as train.py does: every character of the file
-        model_args, train_args = setting(args, tokenizer.vocab_size)
+        model_args, train_args, train_ids, val_ids, _ = prepare(args)
     except MlxgptError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    train_text, val_text = split_text(text)
-    report, model = train(np.asarray(tokenizer.encode(train_text), dtype=np.int32),
-                          np.asarray(tokenizer.encode(val_text), dtype=np.int32), model_args, train_args, args.seed)
+    report, model = train(train_ids, val_ids, model_args, train_args, args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     np.savez(args.out / "weights.npz", **torch_weights(model))
     (args.out / "result.json").write_text(json.dumps({**report, "seed": args.seed, "model": vars(model_args)}, indent=2),

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mlxgpt.experiments.nanogpt_train import add_setting_arguments, setting, setting_flags
+from mlxgpt.experiments.nanogpt_train import add_setting_arguments, prepare, setting_flags
 from mlxgpt.experiments.runs import read_events, run_command
 
 DEFAULT_SEEDS = [1337, 1, 2, 3, 4, 5, 6, 7, 8, 9]
@@ -119,10 +119,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import mlxgpt  # noqa: F401  (loads a fast BLAS before mlx.core)
     from mlxgpt.checkpoint import load
-    from mlxgpt.data import read_text, split_text
     from mlxgpt.errors import MlxgptError
     from mlxgpt.evaluate import split_loss
-    from mlxgpt.tokenizers import CharTokenizer
 
     procedures = list(args.procedures)
     if "nanogpt" in procedures:
@@ -132,14 +130,10 @@ def main(argv: list[str] | None = None) -> int:
             procedures.remove("nanogpt")
 
     try:
-        text = read_text(args.data)
-        tokenizer = CharTokenizer.train(text)  # as train.py does: every character of the file
-        model_args, train_args = setting(args, tokenizer.vocab_size)
+        model_args, train_args, _, val_ids, val_chars = prepare(args)
     except MlxgptError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    _, val_text = split_text(text)
-    val_ids = np.asarray(tokenizer.encode(val_text), dtype=np.int32)
 
     results: dict = dict(data=str(args.data), preset=args.preset, model=vars(model_args), max_iters=train_args.max_iters,
                          batch_size=train_args.batch_size, seeds=seeds,
@@ -157,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             except RuntimeError as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return 1
-            row["val_whole"] = split_loss(model, val_ids, len(val_text)).loss
+            row["val_whole"] = split_loss(model, val_ids, val_chars).loss
             results["runs"][procedure][str(seed)] = row
             print(f"  {procedure} seed {seed}: val {row['val_estimate']:.4f} (its estimate), "
                   f"{row['val_whole']:.4f} (whole split), {row['train_seconds']:.0f} s, "
