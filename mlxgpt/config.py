@@ -109,6 +109,10 @@ class TrainArgs:
         return cls(**{k: v for k, v in values.items() if k in names})
 
 
+MODEL_FIELDS = {f.name for f in dataclasses.fields(ModelArgs)}
+TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainArgs)}
+
+
 def check_seed(seed: int | None) -> None:
     """MLX's RNG takes seeds in [0, 2**64)."""
     if seed is not None and not 0 <= seed < 2**64:
@@ -121,6 +125,14 @@ class Preset:
     description: str
     model: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
+
+    def with_overrides(self, overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(model values, train values): the preset's, with the flags given on top."""
+        model_values = {**self.model, **{k: v for k, v in overrides.items() if k in MODEL_FIELDS}}
+        train_values = {**self.train, **{k: v for k, v in overrides.items() if k in TRAIN_FIELDS}}
+        if "max_iters" in overrides and "lr_decay_iters" not in overrides:
+            train_values["lr_decay_iters"] = overrides["max_iters"]  # decay over the run you asked for
+        return model_values, train_values
 
 
 PRESETS: dict[str, Preset] = {

@@ -17,7 +17,7 @@ import mlx.core as mx
 from mlxgpt.backend import configure_device, device_name, on_gpu, setup_blas
 from mlxgpt.checkpoint import (find_checkpoint, holds_run, load_checkpoint_tokenizer, load_model,
                                load_training_state, read_config)
-from mlxgpt.config import PRESETS, ModelArgs, TrainArgs, default_preset_name
+from mlxgpt.config import MODEL_FIELDS, PRESETS, TRAIN_FIELDS, ModelArgs, TrainArgs, default_preset_name
 from mlxgpt.data import Dataset, read_text, resolve_data, split_text
 from mlxgpt.distributed import World, check_same_across_ranks, init_world
 from mlxgpt.errors import MlxgptError
@@ -27,10 +27,6 @@ from mlxgpt.tokenizers import TOKENIZERS, Tokenizer
 from mlxgpt.ui.metrics import MetricsWriter
 from mlxgpt.ui.picture import with_loss_picture
 from mlxgpt.training import LoopState, Run, build_optimizer, train
-
-MODEL_FIELDS = {f.name for f in dataclasses.fields(ModelArgs)}
-TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainArgs)}
-
 
 @dataclass
 class TrainOptions:
@@ -99,10 +95,7 @@ def _prepare_new(options: TrainOptions) -> tuple[Run, RunStarted]:
     data_path = resolve_data(options.data)
     text = read_text(data_path)
     preset, note = _pick_preset(options.preset)
-    model_values = {**PRESETS[preset].model, **{k: v for k, v in options.overrides.items() if k in MODEL_FIELDS}}
-    train_values = {**PRESETS[preset].train, **{k: v for k, v in options.overrides.items() if k in TRAIN_FIELDS}}
-    if "max_iters" in options.overrides and "lr_decay_iters" not in options.overrides:
-        train_values["lr_decay_iters"] = options.overrides["max_iters"]  # decay over the run you asked for
+    model_values, train_values = PRESETS[preset].with_overrides(options.overrides)
     train_args = TrainArgs.from_dict(train_values)
     train_args.validate()
     ModelArgs.from_dict(model_values)  # validate the shape before the (slower) tokenizer training

@@ -37,6 +37,7 @@ def train(train_ids: np.ndarray, val_ids: np.ndarray, model_args, train_args, se
     forward pass (dropout), the next batch."""
     import torch
 
+    from mlxgpt.backend import setup_blas
     from mlxgpt.bench import torch_ref
 
     torch.manual_seed(seed)
@@ -70,8 +71,6 @@ def train(train_ids: np.ndarray, val_ids: np.ndarray, model_args, train_args, se
         x, y = get_batch("train")
     seconds = time.perf_counter() - started
     tokens = train_args.max_iters * batch * block
-    from mlxgpt.backend import setup_blas
-
     report = dict(iter=train_args.max_iters, train_estimate=losses["train"], val_estimate=losses["val"],
                   train_seconds=seconds, tokens_per_s=tokens / seconds, torch=torch.__version__,
                   threads=torch.get_num_threads(), mlxgpt_blas=setup_blas().name)  # "reference": none of ours
@@ -110,16 +109,10 @@ def setting(args: argparse.Namespace, vocab_size: int):
     from mlxgpt.config import PRESETS, ModelArgs, TrainArgs
 
     overrides = {name: getattr(args, name) for name in SETTING_FIELDS if getattr(args, name) is not None}
-    preset = PRESETS[args.preset]
-    train_keys = ("batch_size", "max_iters")
-    train_values = {**preset.train, **{k: v for k, v in overrides.items() if k in train_keys}}
-    if "max_iters" in overrides:
-        train_values["lr_decay_iters"] = overrides["max_iters"]  # decay over the run asked for, as train.py does
-    model_values = {**preset.model, **{k: v for k, v in overrides.items() if k not in train_keys},
-                    "vocab_size": vocab_size}
+    model_values, train_values = PRESETS[args.preset].with_overrides(overrides)
     train_args = TrainArgs.from_dict(train_values)
     train_args.validate()
-    return ModelArgs.from_dict(model_values), train_args
+    return ModelArgs.from_dict({**model_values, "vocab_size": vocab_size}), train_args
 
 
 def prepare(args: argparse.Namespace):
