@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from mlxgpt.config import PRESETS
+from mlxgpt.config import PRESETS, TrainArgs
 from mlxgpt.errors import MlxgptError
 
 EXIT_USAGE = 2
@@ -273,8 +273,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(f"{args.split} loss    {result.loss:.4f} nats/token   perplexity {result.perplexity:.3f}   "
           f"{result.bits_per_char:.4f} bits/char   ({result.tokens:,} tokens predicted)")
     if args.draws:
-        train_args = config.get("train", {})
-        eval_iters, eval_batch = train_args.get("eval_iters", 20), train_args.get("batch_size", 12)
+        train_args = TrainArgs.from_dict(config.get("train", {}))  # the run's, or the defaults
+        eval_iters, eval_batch = train_args.eval_iters, train_args.batch_size
         estimates = estimate_spread(model, ids, eval_batch, eval_iters, args.draws)
         spread = f"sd {estimates.std(ddof=1):.4f}, " if args.draws > 1 else ""
         print(f"estimate    {args.draws} draws of training's estimate ({eval_iters} random batches of "

@@ -26,7 +26,7 @@ import numpy as np
 
 from mlxgpt.data import BatchSampler
 from mlxgpt.model import GPT
-from mlxgpt.training import bits_per_char, make_eval_loss
+from mlxgpt.training import bits_per_char, make_eval_loss, mean_loss
 
 
 @dataclass(frozen=True)
@@ -108,8 +108,6 @@ def estimate_spread(model: GPT, ids: np.ndarray, batch_size: int, eval_iters: in
     estimates = []
     for _ in range(draws):
         x, y = sampler.next(eval_iters)
-        losses = [batch_loss(mx.array(x[i]), mx.array(y[i])) for i in range(eval_iters)]
-        mx.eval(losses)
-        estimates.append(float(np.mean([loss.item() for loss in losses])))
+        estimates.append(mean_loss(batch_loss, [(mx.array(x[i]), mx.array(y[i])) for i in range(eval_iters)]))
     model.train(was_training)
     return np.array(estimates)

@@ -286,13 +286,16 @@ def _save(run: Run, which: str, on_event: EventHandler) -> None:
     on_event(CheckpointSaved(state.iter, which, str(path)))
 
 
+def mean_loss(eval_loss, batches: list[tuple[mx.array, mx.array]]) -> float:
+    """nanoGPT's estimate: the mean of the batches' losses, all evaluated in one go."""
+    values = [eval_loss(x, y) for x, y in batches]
+    mx.eval(values)
+    return float(np.mean([v.item() for v in values]))
+
+
 def _evaluate(run: Run, eval_loss, batches: dict[str, list]) -> dict[str, float]:
     run.model.eval()
-    losses = {}
-    for split, split_batches in batches.items():
-        values = [eval_loss(x, y) for x, y in split_batches]
-        mx.eval(values)
-        losses[split] = float(np.mean([v.item() for v in values]))
+    losses = {split: mean_loss(eval_loss, split_batches) for split, split_batches in batches.items()}
     run.model.train()
     return dict(zip(losses, mean_across(run.world, list(losses.values()))))
 
