@@ -12,24 +12,32 @@ Atomic: everything is written into a temporary sibling directory and fsynced,
 then swapped in by two renames. A crash at any point leaves either the old or
 the new checkpoint complete (a crash between the renames leaves the old one as
 `.<name>.old`, which `resolve_checkpoint` still finds).
+
+Loading checks every file before building anything from it: config.json and
+state.json against their schemas (config.MetadataFile), the safetensors headers
+against the model that config.json describes. A damaged or forged checkpoint
+gives one line naming the file and the field or tensor, never a traceback, a
+huge allocation or a silently different model. Saving is as strict: no NaN or
+Infinity is ever written.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import mlx.core as mx
 from mlx.utils import tree_flatten, tree_unflatten
 
 import mlxgpt
-from mlxgpt.config import ModelArgs
+from mlxgpt.config import MetadataFile, ModelArgs, TrainArgs, parse_json
 from mlxgpt.errors import MlxgptError
 from mlxgpt.model import GPT
-from mlxgpt.tokenizers import Tokenizer, load_tokenizer
+from mlxgpt.tokenizers import TOKENIZERS, Tokenizer, load_tokenizer
 
 FORMAT = "mlxgpt-checkpoint"
 FORMAT_VERSION = 1
@@ -37,6 +45,20 @@ CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 OPTIMIZER = "optimizer.safetensors"
 STATE = "state.json"
+
+# config.json's top level and tokenizer section (the model and train sections are ModelArgs's and TrainArgs's)
+CONFIG_SCHEMA = {"format_version": int, "mlxgpt_version": str, "model": dict, "train": dict, "tokenizer": dict,
+                 "preset": str, "data": str | None, "data_sha256": str | None}
+TOKENIZER_SCHEMA = {"kind": str, "vocab_size": int, "files": list[str]}
+
+# state.json, as the training loop writes it (training.LoopState); null: no evaluation yet
+STATE_SCHEMA = {"iter": int, "best_val_loss": float | None, "best_val_bpc": float | None,
+                "last_val_loss": float | None, "evaluated_at": int, "world_size": int}
+STATE_LIMITS = {"iter": (0, None), "evaluated_at": (-1, None), "world_size": (1, None)}
+
+# safetensors: the dtypes mlxgpt writes (float32 everywhere; MLX stores AdamW's step counter as uint64)
+DTYPE_SIZES = {"F32": 4, "U64": 8}
+MAX_HEADER_BYTES = 100 * 2**20
 
 
 def _fsync_file(path: Path) -> None:
@@ -64,10 +86,14 @@ def save_checkpoint(directory: Path, model: GPT, tokenizer: Tokenizer, *, train_
     parent.mkdir(parents=True, exist_ok=True)
     tmp = parent / f".{directory.name}.tmp-{os.getpid()}"
     old = parent / f".{directory.name}.old"
+    weights = dict(tree_flatten(model.parameters()))
+    if not mx.all(mx.stack([mx.all(mx.isfinite(w)) for w in weights.values()])).item():
+        raise MlxgptError(f"refusing to save non-finite weights to {directory}: training diverged (NaN or Inf); "
+                          "lower --lr, or resume from the last checkpoint")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
 
-    mx.save_safetensors(str(tmp / WEIGHTS), dict(tree_flatten(model.parameters())), metadata={"format": "mlx"})
+    mx.save_safetensors(str(tmp / WEIGHTS), weights, metadata={"format": "mlx"})
     config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -78,11 +104,12 @@ def save_checkpoint(directory: Path, model: GPT, tokenizer: Tokenizer, *, train_
                       "files": tokenizer.save(tmp)},
         **(extra or {}),
     }
-    (tmp / CONFIG).write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
+    # allow_nan=False: NaN and Infinity are not JSON, and the loader refuses them
+    (tmp / CONFIG).write_text(json.dumps(config, indent=2, ensure_ascii=False, allow_nan=False), encoding="utf-8")
     if optimizer_state is not None:
         mx.save_safetensors(str(tmp / OPTIMIZER), dict(tree_flatten(optimizer_state)))
     if state is not None:
-        (tmp / STATE).write_text(json.dumps(state), encoding="utf-8")
+        (tmp / STATE).write_text(json.dumps(state, allow_nan=False), encoding="utf-8")
     for path in tmp.iterdir():
         _fsync_file(path)
     _fsync_dir(tmp)
@@ -107,11 +134,6 @@ def find_checkpoint(run_dir: Path, name: str) -> Path | None:
         if _is_checkpoint(candidate):
             return candidate
     return None
-
-
-def holds_run(run_dir: Path) -> bool:
-    """Whether run_dir already holds a checkpoint that a new run would replace."""
-    return any(find_checkpoint(run_dir, name) for name in ("best", "latest"))
 
 
 def resolve_checkpoint(path: Path | str) -> Path:
@@ -141,39 +163,117 @@ def latest_run(root: Path = Path("out")) -> Path:
 
 
 def read_config(checkpoint_dir: Path) -> dict[str, Any]:
-    path = checkpoint_dir / CONFIG
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        raise MlxgptError(f"{path} is unreadable or corrupt: restore it, or retrain") from None
+    """config.json, checked against its schema before anything is built from it (the one
+    check of config.json, made on every load); returned with its checked values."""
+    file = MetadataFile(checkpoint_dir / CONFIG, f"restore {CONFIG} from a backup, or retrain",
+                        unreadable="is unreadable or corrupt")
+    config = file.read()
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise MlxgptError(f"{checkpoint_dir} is not an mlxgpt checkpoint (its config.json is from another program)")
-    if config.get("format_version", 0) > FORMAT_VERSION:
-        raise MlxgptError(f"{checkpoint_dir} was written by a newer mlxgpt ({config.get('mlxgpt_version')}): upgrade mlxgpt")
-    return config
+    version = file.check(config, {"format_version": int}, required=["format_version"],
+                         limits={"format_version": (1, None)})["format_version"]
+    if version > FORMAT_VERSION:  # before the other checks: a newer format may have other fields
+        raise MlxgptError(f"{checkpoint_dir} was written by a newer mlxgpt ({config.get('mlxgpt_version')!r}): "
+                          "upgrade mlxgpt")
+    config = {**config, **file.check(config, CONFIG_SCHEMA, required=["model", "train", "tokenizer"])}
+    args = ModelArgs.from_saved(config["model"], file)
+    train = TrainArgs.from_saved(config["train"], file)
+    tokenizer = file.check(config["tokenizer"], TOKENIZER_SCHEMA, section="tokenizer", required=["kind", "files"])
+    if tokenizer.get("vocab_size", args.vocab_size) != args.vocab_size:
+        raise file.error(f"tokenizer.vocab_size ({tokenizer['vocab_size']}) differs from model.vocab_size "
+                         f"({args.vocab_size})")
+    if tokenizer["kind"] not in TOKENIZERS:
+        raise MlxgptError(f"{checkpoint_dir} uses tokenizer {tokenizer['kind']!r}, which this mlxgpt does not know: "
+                          "upgrade mlxgpt")
+    for name in tokenizer["files"]:
+        if name in ("", ".", "..") or any(c in name for c in "/\\\0"):
+            raise file.error(f"tokenizer.files must name files in the checkpoint directory, got {name!r}")
+    return {**config, "model": vars(args).copy(), "train": train, "tokenizer": tokenizer}
 
 
-def _load_arrays(path: Path, what: str) -> dict[str, mx.array]:
+def _float32(name: str) -> str:
+    return "F32"
+
+
+def _optimizer_dtype(name: str) -> str:
+    return "U64" if name.rsplit(".", 1)[-1] == "step" else "F32"
+
+
+def _check_safetensors(path: Path, dtype_of: Callable[[str], str],
+                       shapes: dict[str, tuple[int, ...]] | None = None) -> None:
+    """Check a safetensors file's header before MLX reads it: bounded, every tensor of the
+    dtype mlxgpt writes and (given `shapes`) of the expected name and shape, and the tensors'
+    data_offsets tiling the data region exactly (in range, consistent, no overlap, no gap)."""
+    def corrupt(problem: str) -> MlxgptError:
+        return MlxgptError(f"{path} is corrupt: {problem}; use another checkpoint or retrain")
+
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        length = int.from_bytes(f.read(8), "little")
+        if size < 8 or length > min(MAX_HEADER_BYTES, size - 8):
+            raise corrupt(f"its header length ({length:,} bytes) does not fit in the file ({size:,} bytes)")
+        try:
+            header = parse_json(f.read(length))
+        except (ValueError, RecursionError):  # also UnicodeDecodeError
+            raise corrupt("its header is not valid JSON") from None
+    if not isinstance(header, dict):
+        raise corrupt("its header is not a JSON object")
+    header.pop("__metadata__", None)
+    if shapes is not None and header.keys() != shapes.keys():
+        name = min(header.keys() ^ shapes.keys())
+        raise MlxgptError(f"{path} does not match {CONFIG}: tensor {name!r} is "
+                          f"{'missing' if name in shapes else 'not part of the model'}; the checkpoint is corrupt")
+    data_size, spans = size - 8 - length, []
+    for name, entry in header.items():
+        entry = entry if isinstance(entry, dict) else {}
+        dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+        if dtype != dtype_of(name):
+            raise corrupt(f"tensor {name!r} has dtype {dtype!r}, mlxgpt writes {dtype_of(name)!r}")
+        if not (isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)):
+            raise corrupt(f"tensor {name!r} has shape {shape!r}")
+        if shapes is not None and tuple(shape) != shapes[name]:
+            raise MlxgptError(f"{path} does not match {CONFIG}: tensor {name!r} has shape {shape}, the model "
+                              f"needs {list(shapes[name])}; the checkpoint is corrupt")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)
+                and 0 <= offsets[0] <= offsets[1] <= data_size):
+            raise corrupt(f"tensor {name!r} has data_offsets {offsets!r}, outside the file's {data_size:,} data bytes")
+        if offsets[1] - offsets[0] != DTYPE_SIZES[dtype] * math.prod(shape):
+            raise corrupt(f"tensor {name!r} has {offsets[1] - offsets[0]:,} bytes of data; {dtype} {shape} needs "
+                          f"{DTYPE_SIZES[dtype] * math.prod(shape):,}")
+        spans.append((offsets[0], offsets[1], name))
+    spans.sort()
+    for (_, end, name), (begin, _, next_name) in zip(spans, spans[1:]):
+        if begin < end:
+            raise corrupt(f"tensors {name!r} and {next_name!r} overlap (data_offsets)")
+    unused = data_size - sum(end - begin for begin, end, _ in spans)  # no overlaps: 0 means the data is tiled
+    if unused:
+        raise corrupt(f"{unused:,} of its {data_size:,} data bytes belong to no tensor (data_offsets)")
+
+
+def _load_arrays(path: Path, what: str, dtype_of: Callable[[str], str],
+                 shapes: dict[str, tuple[int, ...]] | None = None) -> dict[str, mx.array]:
+    """A safetensors file that mlxgpt wrote, checked (_check_safetensors) before MLX reads it."""
     if not path.is_file():
         raise MlxgptError(f"{path} is missing: the checkpoint is incomplete ({what}); use another checkpoint or retrain")
+    _check_safetensors(path, dtype_of, shapes)
     try:
         return mx.load(str(path))
-    except Exception:  # MLX raises RuntimeError/ValueError for truncated or garbage files
+    except Exception:  # MLX raises RuntimeError/ValueError for files it cannot read
         raise MlxgptError(f"{path} is corrupt ({what} could not be read): use another checkpoint or retrain") from None
 
 
 def load_model(checkpoint_dir: Path, config: dict[str, Any] | None = None) -> GPT:
+    """The model, from a config that read_config checked. GPT() only builds MLX's lazy graph:
+    nothing is allocated before the weights file's header matches the model's parameters."""
     config = config or read_config(checkpoint_dir)
-    try:
-        args = ModelArgs.from_dict(config["model"])
-    except (KeyError, TypeError):
-        raise MlxgptError(f"{checkpoint_dir / CONFIG} has no valid model section: the checkpoint is corrupt") from None
-    model = GPT(args)
-    weights = _load_arrays(checkpoint_dir / WEIGHTS, "model weights")
+    model = GPT(ModelArgs.from_dict(config["model"]))
+    shapes = {name: tuple(w.shape) for name, w in tree_flatten(model.parameters())}
+    weights = _load_arrays(checkpoint_dir / WEIGHTS, "model weights", _float32, shapes)
     try:
         model.load_weights(list(weights.items()), strict=True)
-    except ValueError as exc:
-        raise MlxgptError(f"{checkpoint_dir / WEIGHTS} does not match config.json ({exc}); the checkpoint is corrupt") from None
+    except ValueError as exc:  # MLX's message may span lines (it lists missing parameters)
+        raise MlxgptError(f"{checkpoint_dir / WEIGHTS} does not match config.json ({' '.join(str(exc).split())}); "
+                          "the checkpoint is corrupt") from None
     mx.eval(model.parameters())
     model.eval()
     return model
@@ -181,9 +281,9 @@ def load_model(checkpoint_dir: Path, config: dict[str, Any] | None = None) -> GP
 
 def load_checkpoint_tokenizer(checkpoint_dir: Path, config: dict[str, Any] | None = None) -> Tokenizer:
     config = config or read_config(checkpoint_dir)
-    tokenizer = load_tokenizer(config.get("tokenizer", {}).get("kind", "?"), checkpoint_dir)
-    expected = config.get("model", {}).get("vocab_size")
-    if expected is not None and tokenizer.vocab_size != expected:  # else generation would index out of range
+    tokenizer = load_tokenizer(config["tokenizer"]["kind"], checkpoint_dir)
+    expected = config["model"]["vocab_size"]
+    if tokenizer.vocab_size != expected:  # else generation would index out of range
         raise MlxgptError(f"{checkpoint_dir} is corrupt: its tokenizer has {tokenizer.vocab_size} tokens but the "
                           f"model's vocab_size is {expected}; restore the tokenizer files or retrain")
     return tokenizer
@@ -197,14 +297,13 @@ def load(path: Path | str) -> tuple[GPT, Tokenizer]:
 
 
 def load_training_state(checkpoint_dir: Path) -> tuple[dict[str, Any], Any]:
-    """(state.json contents, optimizer state tree) for --resume."""
+    """(state.json's checked contents, optimizer state tree) for --resume. Only the fields of
+    STATE_SCHEMA come back (iter is required; the others default in training.LoopState)."""
     path = checkpoint_dir / STATE
-    if not path.is_file():
+    if not path.exists():
         raise MlxgptError(f"{checkpoint_dir} has no {STATE}: it cannot be resumed (only `latest/` can)")
-    try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        raise MlxgptError(f"{path} is corrupt: cannot resume; start a new run with another --out") from None
-    optimizer_state = tree_unflatten(list(_load_arrays(checkpoint_dir / OPTIMIZER, "optimizer state").items()))
+    file = MetadataFile(path, "--resume cannot continue from it; start a new run with another --out")
+    state = file.check(file.read(), STATE_SCHEMA, required=["iter"], limits=STATE_LIMITS)
+    optimizer_state = tree_unflatten(list(_load_arrays(checkpoint_dir / OPTIMIZER, "optimizer state",
+                                                       _optimizer_dtype).items()))
     return state, optimizer_state
-

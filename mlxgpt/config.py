@@ -3,15 +3,42 @@
 Presets are just dictionaries of TrainArgs/ModelArgs fields; every value can be
 overridden from the command line (see cli.py), and the resolved values are
 saved in each checkpoint's config.json.
+
+What a checkpoint says about itself is checked, not trusted: `MetadataFile` reads
+the JSON files mlxgpt writes (config.json, state.json, char_vocab.json) strictly
+and checks them against a schema of field types (for ModelArgs and TrainArgs, the
+dataclasses' own annotations), so that a damaged or forged file gives one line
+naming the file and the field instead of a traceback or a silently wrong model.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
+import typing
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Iterable, Mapping
 
 from mlxgpt.errors import MlxgptError
+
+# Upper bounds on a model's shape: far above anything mlxgpt trains, low enough that a
+# forged config.json cannot make it allocate terabytes (MAX_PARAMS bounds the total).
+MODEL_LIMITS: dict[str, tuple[int, int]] = {
+    "vocab_size": (1, 2**20), "block_size": (1, 2**16), "n_layer": (1, 256), "n_head": (1, 2**15), "n_embd": (1, 2**15),
+}
+MAX_PARAMS = 2**31  # 8 GiB of float32 weights (GPT-2 XL has 1.6e9 parameters)
+MAX_JSON_BYTES = 64 * 2**20  # no metadata file mlxgpt writes comes near this
+
+
+def range_problem(value: float, low: float | None, high: float | None) -> str | None:
+    """'must be at least LOW' / 'must be at most HIGH', or None if value is within [low, high]."""
+    if low is not None and value < low:
+        return f"must be at least {low}"
+    if high is not None and value > high:
+        return f"must be at most {high}"
+    return None
 
 
 @dataclass
@@ -32,6 +59,10 @@ class ModelArgs:
         self.validate()
 
     def validate(self) -> None:
+        for name, (low, high) in MODEL_LIMITS.items():  # first: the checks below divide by n_head
+            problem = range_problem(getattr(self, name), low, high)
+            if problem:
+                raise MlxgptError(f"{name} {problem}, got {getattr(self, name)}")
         if self.n_embd % self.n_head != 0:
             raise MlxgptError(
                 f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}): "
@@ -40,11 +71,20 @@ class ModelArgs:
             raise MlxgptError(f"unknown --pos-embedding {self.pos_embedding!r}: use learned or sinusoidal")
         if self.pos_embedding == "sinusoidal" and self.n_embd % 2:
             raise MlxgptError("sinusoidal positions need an even --n-embd")
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
-            if getattr(self, name) < 1:
-                raise MlxgptError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:
             raise MlxgptError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if self.parameter_count() > MAX_PARAMS:
+            raise MlxgptError(f"n_layer {self.n_layer}, n_embd {self.n_embd}, vocab_size {self.vocab_size} and "
+                              f"block_size {self.block_size} make {self.parameter_count():,} parameters, more than "
+                              f"mlxgpt's limit of {MAX_PARAMS:,}")
+
+    def parameter_count(self) -> int:
+        """The number of weights GPT(self) has, from the shape alone: a shape is
+        refused before anything is allocated (GPT.num_params counts the built arrays)."""
+        C, V = self.n_embd, self.vocab_size
+        per_layer = 12 * C * C + (13 if self.bias else 2) * C  # attention 4C², MLP 8C², LayerNorms (+ biases)
+        return (V * C + (self.block_size * C if self.pos_embedding == "learned" else 0) + self.n_layer * per_layer
+                + (2 if self.bias else 1) * C + (0 if self.tie_embeddings else V * C))
 
     @property
     def head_dim(self) -> int:
@@ -55,6 +95,17 @@ class ModelArgs:
         """Build from a dict, ignoring unknown keys (like mlx-lm's ModelArgs)."""
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in names})
+
+    @classmethod
+    def from_saved(cls, values: Any, file: "MetadataFile") -> "ModelArgs":
+        """The `model` section of a checkpoint's config.json: every field present, of
+        exactly its annotated type, and a shape within MODEL_LIMITS and MAX_PARAMS."""
+        schema = field_types(cls)
+        checked = file.check(values, schema, section="model", required=schema)
+        try:
+            return cls(**checked)
+        except MlxgptError as exc:
+            raise file.error(f"model: {exc}") from None
 
 
 @dataclass
@@ -81,6 +132,9 @@ class TrainArgs:
     sample_tokens: int = 200
 
     def validate(self) -> None:
+        for name, value in vars(self).items():  # a NaN passes every comparison below, so check first
+            if isinstance(value, float) and not math.isfinite(value):
+                raise MlxgptError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
         positive = ("batch_size", "grad_accum", "max_iters", "eval_interval", "eval_iters", "log_interval")
         for name in positive:
             if getattr(self, name) < 1:
@@ -108,6 +162,23 @@ class TrainArgs:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in names})
 
+    @classmethod
+    def from_saved(cls, values: Any, file: "MetadataFile") -> dict[str, Any]:
+        """The `train` section of a checkpoint's config.json, checked: the fields it has
+        (missing ones take their defaults when used), of their annotated types, valid together."""
+        checked = file.check(values, field_types(cls), section="train")
+        try:
+            cls(**checked).validate()
+        except MlxgptError as exc:
+            raise file.error(f"train: {exc}") from None
+        return checked
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    """A dataclass's fields and their annotated types (int, float | None, ...): the schema of its JSON form."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
 
 MODEL_FIELDS = {f.name for f in dataclasses.fields(ModelArgs)}
 TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainArgs)}
@@ -117,6 +188,132 @@ def check_seed(seed: int | None) -> None:
     """MLX's RNG takes seeds in [0, 2**64)."""
     if seed is not None and not 0 <= seed < 2**64:
         raise MlxgptError(f"--seed must be between 0 and 2**64 - 1, got {seed}")
+
+
+# ---------------------------------------------------------------- metadata files
+
+_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string",
+               list: "a list", dict: "an object", type(None): "null"}
+
+
+def _type_name(tp: Any) -> str:
+    """'an integer', 'a finite number or null', 'a list of strings', ..."""
+    if typing.get_origin(tp) is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0]).split(' ', 1)[1]}s"
+    if typing.get_args(tp):  # a union such as `float | None`
+        return " or ".join(_type_name(t) for t in typing.get_args(tp))
+    return _TYPE_NAMES[tp]
+
+
+def _typed(value: Any, tp: Any) -> tuple[bool, Any]:
+    """(whether value is of type tp, the value as that type). Exact: bool is not int
+    and int is not bool; a float must be finite (an integer is accepted as a float)."""
+    if typing.get_origin(tp) is list:  # list[X]: a list whose every item is an X
+        if not isinstance(value, list):
+            return False, value
+        items = [_typed(item, typing.get_args(tp)[0]) for item in value]
+        return all(ok for ok, _ in items), [typed for _, typed in items]
+    if typing.get_args(tp):  # a union such as `float | None`: the first member that fits
+        for member in typing.get_args(tp):
+            ok, typed = _typed(value, member)
+            if ok:
+                return True, typed
+        return False, value
+    if tp is float:
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) <= 2**53:
+            return True, float(value)
+        return isinstance(value, float) and math.isfinite(value), value
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    return isinstance(value, tp), value
+
+
+def _shown(value: Any) -> str:
+    """A JSON value as it appears in the file, shortened for a one-line message."""
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"key {next(k for k in keys if keys.count(k) > 1)!r} appears twice")
+    return dict(pairs)
+
+
+def parse_json(text: str | bytes) -> Any:
+    """Strict JSON: no NaN or Infinity (Python's json accepts them; the JSON standard does not,
+    and a NaN loss would poison every comparison) and no repeated keys (which would be ambiguous)."""
+    return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+
+
+@dataclass(frozen=True)
+class MetadataFile:
+    """A JSON file that mlxgpt wrote and now reads back, checked rather than trusted.
+
+    Every problem is one MlxgptError line that names the file and the field and
+    says what to do (`fix`)."""
+
+    path: Path
+    fix: str  # what the user can do, e.g. "retrain, or restore it from a backup"
+    label: str = ""  # how messages introduce the file, e.g. "tokenizer file"
+    unreadable: str = "is corrupt"  # how messages describe a file that is not JSON at all
+
+    @property
+    def name(self) -> str:
+        return f"{self.label} {self.path}" if self.label else str(self.path)
+
+    def error(self, problem: str) -> MlxgptError:
+        return MlxgptError(f"{self.name} is corrupt: {problem}; {self.fix}")
+
+    def read(self) -> Any:
+        """The file's strictly parsed JSON."""
+        try:
+            if self.path.is_dir():
+                raise self.error("it is a directory, not a file")
+            if self.path.stat().st_size > MAX_JSON_BYTES:
+                raise self.error(f"it has {self.path.stat().st_size:,} bytes, more than mlxgpt ever writes there")
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise MlxgptError(f"{self.name} is missing: the checkpoint is incomplete; {self.fix}") from None
+        except OSError as exc:
+            raise MlxgptError(f"{self.name} cannot be read ({exc.strerror}): check its permissions") from None
+        except UnicodeDecodeError:
+            raise MlxgptError(f"{self.name} {self.unreadable} (it is not UTF-8 text); {self.fix}") from None
+        try:
+            return parse_json(text)
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError; so are NaN and huge ints
+            reason = str(exc).splitlines()[0] if str(exc) else "nested too deeply"
+            raise MlxgptError(f"{self.name} {self.unreadable} (not valid JSON: {reason}); {self.fix}") from None
+
+    def check(self, values: Any, schema: Mapping[str, Any], *, section: str = "", required: Iterable[str] = (),
+              limits: Mapping[str, tuple[float | None, float | None]] | None = None) -> dict[str, Any]:
+        """The fields of `values` (a JSON object) that `schema` names, each checked to be of exactly
+        its type (see _typed) and within `limits` (low, high); the `required` ones must be present.
+        Other keys are left out: what is not in the schema is never used."""
+        prefix = f"{section}." if section else ""
+        if not isinstance(values, dict):
+            raise self.error(f"{section or 'the file'} must be an object, got {_shown(values)}")
+        missing = [key for key in required if key not in values]
+        if missing:
+            raise self.error(f"{prefix}{missing[0]} is missing")
+        checked = {}
+        for key, tp in schema.items():
+            if key not in values:
+                continue
+            ok, value = _typed(values[key], tp)
+            if not ok:
+                raise self.error(f"{prefix}{key} must be {_type_name(tp)}, got {_shown(values[key])}")
+            low, high = (limits or {}).get(key, (None, None))
+            problem = range_problem(value, low, high) if value is not None else None
+            if problem:
+                raise self.error(f"{prefix}{key} {problem}, got {_shown(value)}")
+            checked[key] = value
+        return checked
 
 
 @dataclass(frozen=True)

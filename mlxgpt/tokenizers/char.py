@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mlxgpt.errors import MlxgptError
+from mlxgpt.config import MetadataFile
 from mlxgpt.tokenizers.base import Tokenizer, UnknownCharactersError, visible
 
 FILENAME = "char_vocab.json"
@@ -50,13 +50,16 @@ class CharTokenizer(Tokenizer):
 
     @classmethod
     def load(cls, directory: Path) -> "CharTokenizer":
-        path = Path(directory) / FILENAME
-        try:
-            chars = json.loads(path.read_text(encoding="utf-8"))["chars"]
-            if not isinstance(chars, list) or not all(isinstance(c, str) and len(c) == 1 for c in chars):
-                raise ValueError("bad vocabulary")
-        except FileNotFoundError:
-            raise MlxgptError(f"tokenizer file {path} is missing: the checkpoint is incomplete; retrain or copy it back") from None
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-            raise MlxgptError(f"tokenizer file {path} is corrupt: retrain, or restore it from a backup") from None
+        """The vocabulary, checked: distinct single characters (a repeated one would
+        give two ids one character, and decode(encode(text)) would change the text)."""
+        file = MetadataFile(Path(directory) / FILENAME, "retrain, or restore it from a backup", label="tokenizer file")
+        chars = file.check(file.read(), {"chars": list[str]}, required=["chars"])["chars"]
+        first: dict[str, int] = {}
+        for i, c in enumerate(chars):
+            if len(c) != 1 or "\ud800" <= c <= "\udfff":  # a lone surrogate cannot be printed or encoded
+                raise file.error(f"chars[{i}] must be one character, got {json.dumps(c)}")
+            if c in first:
+                raise file.error(f"chars[{i}] repeats chars[{first[c]}] ({json.dumps(c)}): each character "
+                                 "needs its own id")
+            first[c] = i
         return cls(chars)

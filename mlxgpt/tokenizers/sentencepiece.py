@@ -50,6 +50,7 @@ SPACE_SYMBOL = "\u2581"  # "▁": SentencePiece's word-boundary marker
 MAX_SENTENCE_CHARS = 8192  # lines longer than this are fed to the trainer in pieces
 MAX_SENTENCE_BYTES = 4 * MAX_SENTENCE_CHARS  # a UTF-8 character is at most 4 bytes
 MAX_SENTENCES = 5_000_000  # beyond this the trainer samples lines (seeded)
+MAX_MODEL_BYTES = 256 * 2**20  # a model of 2**20 pieces (the largest vocab_size) is far smaller
 
 TRAINER_OPTIONS = dict(
     normalization_rule_name="identity",
@@ -181,19 +182,26 @@ class SentencePieceTokenizer(Tokenizer):
     @classmethod
     def load(cls, directory: Path) -> "SentencePieceTokenizer":
         path = Path(directory) / FILENAME
-        corrupt = f"tokenizer file {path} is corrupt: retrain, or restore it from a backup"
+
+        def corrupt(problem: str) -> MlxgptError:
+            return MlxgptError(f"tokenizer file {path} is corrupt: {problem}; retrain, or restore it from a backup")
+
         try:
+            if path.is_dir():
+                raise corrupt("it is a directory, not a file")
+            if path.stat().st_size > MAX_MODEL_BYTES:
+                raise corrupt(f"it has {path.stat().st_size:,} bytes, more than any SentencePiece model mlxgpt writes")
             data = path.read_bytes()
         except FileNotFoundError:
             raise MlxgptError(f"tokenizer file {path} is missing: the checkpoint is incomplete; retrain or copy it back") from None
         except OSError as exc:
             raise MlxgptError(f"tokenizer file {path} cannot be read ({exc.strerror}): check its permissions") from None
         if not data:
-            raise MlxgptError(corrupt)
+            raise corrupt("it is empty")
         try:
             tokenizer = cls(data)
         except Exception:  # SentencePiece raises RuntimeError for bytes that are not a model
-            raise MlxgptError(corrupt) from None
+            raise corrupt("it is not a SentencePiece model") from None
         if any(i < 0 or not tokenizer.sp.is_byte(i) for i in
                (tokenizer.sp.piece_to_id(f"<0x{b:02X}>") for b in range(256))):
             raise MlxgptError(f"tokenizer file {path} is a SentencePiece model without byte fallback "
