@@ -7,10 +7,13 @@ tiny Shakespeare) and kept as a compact numpy array.
 from __future__ import annotations
 
 import os
+import stat
+import sys
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -20,6 +23,45 @@ from mlxgpt.tokenizers import Tokenizer
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 NAMED_DATASETS = {"shakespeare": ("shakespeare.txt", SHAKESPEARE_URL)}
 TRAIN_FRACTION = 0.9  # nanoGPT's split: first 90% train, last 10% validation
+STDIN = "-"  # --data - and --prompt-file - read standard input
+MAX_DATA_BYTES = 1 << 30  # 1 GiB: far beyond any text a GPT this size learns from, far below a runaway read
+MAX_PROMPT_BYTES = 1 << 20  # 1 MiB: a prompt is cut to the model's context anyway
+_READ_CHUNK = 1 << 24  # read in 16 MiB pieces, so a small text never allocates a buffer the size of the limit
+
+
+@dataclass(frozen=True)
+class TextSource:
+    """What a text named on the command line is for: the words its messages use, and its size limit."""
+
+    noun: str  # "data file"
+    flag: str  # "--data"
+    limit: int  # bytes
+    purpose: str  # what the text is for, in "give it some text ..."
+    alternative: str = ""  # another way to give the text, offered when the file is missing
+
+
+DATA_TEXT = TextSource("data file", "--data", MAX_DATA_BYTES, "to learn from", " (or --data shakespeare)")
+PROMPT_TEXT = TextSource("prompt file", "--prompt-file", MAX_PROMPT_BYTES, "to continue")
+
+
+def is_stdin(spec: str | os.PathLike) -> bool:
+    """True for "-": the text comes from standard input and cannot be read a second time."""
+    return os.fspath(spec) == STDIN
+
+
+def rereadable_path(spec: str | os.PathLike) -> Path | None:
+    """The absolute path of a regular file that a later run (--resume, eval) can open again; None for
+    standard input, pipes, devices, and paths still under /proc or /dev/fd once symlinks are resolved
+    (such as <(cmd)), which name something else, or nothing, the next time."""
+    if is_stdin(spec):
+        return None
+    path = Path(spec).expanduser().resolve()
+    if path.parts[1:2] == ("proc",) or path.parts[1:3] == ("dev", "fd"):
+        return None
+    try:
+        return path if stat.S_ISREG(os.stat(path).st_mode) else None
+    except OSError:
+        return None
 
 
 def cache_dir() -> Path:
@@ -30,46 +72,115 @@ def cache_dir() -> Path:
     return Path(base) / "mlxgpt"
 
 
+def _cache_variable() -> str:
+    """The environment variable that chose cache_dir(), for messages (MLXGPT_CACHE when none did)."""
+    if os.environ.get("MLXGPT_CACHE") or not os.environ.get("XDG_CACHE_HOME"):
+        return "MLXGPT_CACHE"
+    return "XDG_CACHE_HOME"
+
+
 def resolve_data(spec: str) -> Path:
-    """A path is used as is; a dataset name (e.g. "shakespeare") is downloaded once into the cache."""
+    """A path (or "-") is used as is; a dataset name (e.g. "shakespeare") is downloaded once into the cache."""
     path = Path(spec).expanduser()
-    if path.exists() or spec not in NAMED_DATASETS:
+    if is_stdin(spec) or path.exists() or spec not in NAMED_DATASETS:
         return path
     filename, url = NAMED_DATASETS[spec]
-    target = cache_dir() / filename
-    if target.exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".part")
+    directory = cache_dir()
+    target = directory / filename
+
+    def unusable_cache(exc: OSError) -> MlxgptError:
+        why = "a file is in the way" if isinstance(exc, (FileExistsError, NotADirectoryError)) else exc.strerror
+        return MlxgptError(f"cannot use the dataset cache {directory} ({why or exc}): point "
+                           f"{_cache_variable()} at a writable directory, or pass --data PATH")
+
+    try:  # before downloading: a cache we cannot write is the user's to fix, not the network's
+        if target.exists():
+            return target
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise unusable_cache(exc) from None
     try:
-        with urllib.request.urlopen(url, timeout=20) as response, open(partial, "wb") as out:
-            out.write(response.read())
+        with urllib.request.urlopen(url, timeout=20) as response:
+            raw = response.read()
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        partial.unlink(missing_ok=True)
         raise MlxgptError(
             f"could not download {spec!r} ({getattr(exc, 'reason', exc)}); offline? "
             f"save tiny Shakespeare as {target} or pass --data PATH") from None
-    os.replace(partial, target)
+    partial = target.with_suffix(".part")
+    try:
+        partial.write_bytes(raw)
+        os.replace(partial, target)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise unusable_cache(exc) from None
     return target
 
 
-def read_text(path: Path) -> str:
-    """Read a UTF-8 training text, turning every way it can be wrong into one clear line."""
-    if not path.exists():
-        raise MlxgptError(f"data file {path} does not exist: pass --data PATH to a UTF-8 text file (or --data shakespeare)")
-    if path.is_dir():
-        raise MlxgptError(f"{path} is a directory: pass --data the path of a text file inside it")
-    raw = path.read_bytes()
+_KINDS = {stat.S_ISFIFO: "a FIFO or pipe", stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device",
+          stat.S_ISSOCK: "a socket"}
+
+
+def _read_at_most(stream: BinaryIO, limit: int) -> bytes:
+    """At most limit + 1 bytes: one more than allowed is enough to know the input is too big."""
+    chunks, total = [], 0
+    while total <= limit:
+        chunk = stream.read(min(_READ_CHUNK, limit + 1 - total))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    return b"".join(chunks)
+
+
+def read_bytes(spec: str | os.PathLike, source: TextSource = DATA_TEXT) -> tuple[bytes, str]:
+    """(the bytes, a name for messages) of a regular file, or of standard input for "-", refusing more than
+    source.limit bytes.
+
+    The kind of file is checked with os.stat before opening it: opening a FIFO that has no writer blocks
+    forever, and a device such as /dev/zero never ends."""
+    over = f"over the {source.limit:,}-byte limit of {source.flag}: pass a smaller text"
+    if is_stdin(spec):
+        if sys.stdin is None:
+            raise MlxgptError(f"{source.flag} - reads standard input, but it is closed")
+        raw = _read_at_most(sys.stdin.buffer, source.limit)
+        if len(raw) > source.limit:
+            raise MlxgptError(f"standard input is {over}")
+        return raw, "standard input"
+    path = Path(spec)
+    name = f"{source.noun} {path}"
+    try:
+        mode = os.stat(path).st_mode
+        if stat.S_ISDIR(mode):
+            raise MlxgptError(f"{path} is a directory: pass {source.flag} the path of a text file inside it")
+        if not stat.S_ISREG(mode):
+            kind = next((k for test, k in _KINDS.items() if test(mode)), "not a regular file")
+            raise MlxgptError(f"{name} is {kind}: pass a regular file, or - to read standard input")
+        with open(path, "rb") as f:
+            raw = _read_at_most(f, source.limit)
+    except FileNotFoundError:
+        raise MlxgptError(f"{name} does not exist: pass {source.flag} PATH to a UTF-8 text file"
+                          f"{source.alternative}") from None
+    except OSError as exc:
+        raise MlxgptError(f"cannot read {name} ({exc.strerror or exc})") from None
+    if len(raw) > source.limit:
+        raise MlxgptError(f"{name} is {over}")
+    return raw, name
+
+
+def read_text(spec: str | os.PathLike, source: TextSource = DATA_TEXT) -> str:
+    """Read a UTF-8 text (a file, or "-" for standard input), turning every way it can be wrong into one
+    clear line."""
+    raw, name = read_bytes(spec, source)
     if not raw:
-        raise MlxgptError(f"data file {path} is empty: give it some text to learn from")
+        raise MlxgptError(f"{name} is empty: give it some text {source.purpose}")
     if b"\x00" in raw[:1 << 20]:
-        raise MlxgptError(f"data file {path} looks binary (it contains NUL bytes): pass a plain UTF-8 text file")
+        raise MlxgptError(f"{name} looks binary (it contains NUL bytes): pass a plain UTF-8 text file")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise MlxgptError(
-            f"data file {path} is not UTF-8 (bad byte at offset {exc.start}): "
-            f"convert it, e.g. iconv -f latin1 -t utf-8 {path} > fixed.txt") from None
+        fix = ("pipe it through iconv -f latin1 -t utf-8" if is_stdin(spec)
+               else f"iconv -f latin1 -t utf-8 {spec} > fixed.txt")
+        raise MlxgptError(f"{name} is not UTF-8 (bad byte at offset {exc.start}): convert it, e.g. {fix}") from None
 
 
 def split_text(text: str, fraction: float = TRAIN_FRACTION) -> tuple[str, str]:

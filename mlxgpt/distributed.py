@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,10 +116,16 @@ def failed_ranks(size: int, status_dir: Path, launcher_output: str) -> list[str]
     return [failures[r] for r in sorted(failures)]
 
 
+def find_launcher() -> str | None:
+    """mlx.launch on PATH, or installed beside this Python (a virtual environment that is not activated)."""
+    beside = os.pathsep.join([sysconfig.get_path("scripts"), str(Path(sys.executable).parent)])
+    return shutil.which("mlx.launch") or shutil.which("mlx.launch", path=beside)
+
+
 def launch(ranks: int | None, hostfile: str | None, train_args: Sequence[str], backend: str = "ring",
            port: int | None = None) -> int:
     """Run train.py under mlx.launch; exit non-zero if any rank failed."""
-    launcher = shutil.which("mlx.launch")
+    launcher = find_launcher()
     if launcher is None:
         raise MlxgptError("mlx.launch was not found: it comes with MLX (`pip install mlx`); is this environment active?")
     if (ranks is None) == (hostfile is None):

@@ -8,6 +8,7 @@ the argmax when temperature is 0 (greedy: no division by zero).
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import mlx.core as mx
@@ -51,9 +52,18 @@ def apply_min_p(logprobs: mx.array, min_p: float) -> mx.array:
     return mx.where(logprobs >= threshold, logprobs, -mx.inf)
 
 
+MIN_TEMPERATURE = 1e-6  # below it a temperature is greedy in all but name, and near 1e-38 float32 turns it into NaNs
+
+
 def check_sampling_args(temperature: float, top_k: int | None, top_p: float | None, min_p: float | None) -> None:
+    """Refuse values that would sample garbage without an error (NaN, infinities, tiny temperatures)."""
+    for flag, value in (("--temperature", temperature), ("--top-p", top_p), ("--min-p", min_p)):
+        if value is not None and not math.isfinite(value):
+            raise MlxgptError(f"{flag} must be a finite number, got {value}")
     if temperature < 0:
         raise MlxgptError(f"--temperature must be >= 0 (0 = greedy), got {temperature}")
+    if 0 < temperature < MIN_TEMPERATURE:
+        raise MlxgptError(f"--temperature must be 0 (greedy) or at least {MIN_TEMPERATURE:g}, got {temperature:g}")
     if top_k is not None and top_k < 1:
         raise MlxgptError(f"--top-k must be >= 1, got {top_k}")
     if top_p is not None and not 0 < top_p <= 1:

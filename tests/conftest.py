@@ -49,11 +49,11 @@ def grammar_text(sentences: int = 300, seed: int = 1) -> str:
 
 
 def run_cli(*args: str | os.PathLike, cwd: Path | str = REPO_ROOT, env: dict[str, str] | None = None,
-            timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run `python ARGS...` (e.g. "train.py", "--data", ...) the way a user would."""
+            timeout: float = 300, input: str | None = None) -> subprocess.CompletedProcess:
+    """Run `python ARGS...` (e.g. "train.py", "--data", ...) the way a user would, with `input` on stdin."""
     full_env = {**os.environ, "PYTHONIOENCODING": "utf-8", **(env or {})}
     return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, env=full_env, capture_output=True,
-                          text=True, encoding="utf-8", errors="replace", timeout=timeout)
+                          text=True, encoding="utf-8", errors="replace", timeout=timeout, input=input)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -1,7 +1,7 @@
 """Data-parallel training with mlx.launch on localhost (ring backend over TCP)."""
 
 import json
-import shutil
+import os
 import socket
 import subprocess
 import sys
@@ -10,9 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from mlxgpt.distributed import find_launcher
 
-pytestmark = pytest.mark.skipif(shutil.which("mlx.launch") is None, reason="mlx.launch (MLX's launcher) not on PATH")
+ROOT = Path(__file__).resolve().parent.parent
+LAUNCHER = find_launcher()
+pytestmark = pytest.mark.skipif(LAUNCHER is None, reason="mlx.launch (MLX's launcher) is not installed for this Python")
+
+
+def launcher_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT), **(extra or {})}
 
 
 def free_port() -> int:
@@ -34,20 +40,15 @@ TINY = ["--n-layer", "2", "--n-head", "2", "--n-embd", "32", "--block-size", "16
 
 
 def launch(args, env_extra=None, timeout=600):
-    import os
-
-    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env_extra or {})}
+    env = launcher_env(env_extra)
     return subprocess.run([sys.executable, "-m", "mlxgpt", "launch", "-n", "2", "--port", str(free_port()), "--", *args],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def test_two_ranks_identical_and_equal_to_union_batch(tmp_path):
-    import os
-
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(["mlx.launch", "-n", "2", "--starting-port", str(free_port()), sys.executable,
+    result = subprocess.run([LAUNCHER, "-n", "2", "--starting-port", str(free_port()), sys.executable,
                              str(ROOT / "tests" / "distributed_worker.py"), str(tmp_path)],
-                            env=env, capture_output=True, text=True, timeout=600)
+                            env=launcher_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     rank0, rank1, single = (np.load(tmp_path / f"{name}.npz") for name in ("rank-0", "rank-1", "single"))
     assert set(rank0) == set(rank1) == set(single)
@@ -89,8 +90,6 @@ def test_a_crashing_rank_fails_the_run(tmp_path):
     hook.mkdir()
     # rank 1 dies on start-up; mlx.launch itself would still exit 0
     (hook / "sitecustomize.py").write_text("import os\nif os.environ.get('MLX_RANK') == '1':\n    os._exit(3)\n")
-    import os
-
     result = launch(["--data", str(data), "--out", str(tmp_path / "run"), *TINY],
                     env_extra={"PYTHONPATH": f"{hook}{os.pathsep}{ROOT}"})
     assert result.returncode != 0

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from mlxgpt.errors import MlxgptError
-from mlxgpt.sampling import (apply_min_p, apply_temperature, apply_top_k, apply_top_p, check_sampling_args,
-                             log_softmax, make_sampler, make_transform)
+from mlxgpt.sampling import (MIN_TEMPERATURE, apply_min_p, apply_temperature, apply_top_k, apply_top_p,
+                             check_sampling_args, log_softmax, make_sampler, make_transform)
 
 
 def logprobs_of(probs) -> mx.array:
@@ -190,6 +190,25 @@ def test_bad_sampling_values_are_refused(kwargs, flag):
         check_sampling_args(**args)
     with pytest.raises(MlxgptError, match=flag):
         make_transform(**args)
+
+
+@pytest.mark.parametrize("name", ["temperature", "top_p", "min_p"])
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_non_finite_sampling_values_are_refused(name, value):
+    """NaN passes any check written as `value < bound` (every comparison with it is false): a NaN
+    temperature sampled nothing but newlines."""
+    args = dict(temperature=1.0, top_k=None, top_p=None, min_p=None) | {name: value}
+    with pytest.raises(MlxgptError, match=rf"^--{name.replace('_', '-')} must be a finite number, got {value}$"):
+        check_sampling_args(**args)
+
+
+def test_tiny_temperatures_are_refused_and_the_smallest_allowed_one_is_greedy_not_nan():
+    logits = mx.array([2.0, 1.9, -3.0])
+    logprobs = np.array(make_transform(MIN_TEMPERATURE)(logits))
+    assert not np.isnan(logprobs).any() and logprobs[0] == 0  # all the mass on the top token
+    for temperature in (MIN_TEMPERATURE / 2, 1e-40, 5e-324):  # 1e-40 is 0 or subnormal in float32: NaNs
+        with pytest.raises(MlxgptError, match=r"^--temperature must be 0 \(greedy\) or at least 1e-06"):
+            check_sampling_args(temperature, None, None, None)
 
 
 def test_log_softmax_normalises():

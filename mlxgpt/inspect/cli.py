@@ -145,11 +145,11 @@ def cmd_attention(args: argparse.Namespace) -> int:
     _check_save(args.save)
     model, tokenizer, directory = _load(args)
     ids, labels, cut = attention.prompt_tokens(tokenizer, args.prompt, model.args.block_size)
+    maps = attention.attention_maps(model, ids)
+    chosen = attention.select(maps, args.layer, args.head)  # a bad --layer/--head fails before any output
     if cut:
         console().print(f"the prompt is longer than the context ({model.args.block_size} tokens): "
                         "showing its last tokens", style="yellow")
-    maps = attention.attention_maps(model, ids)
-    chosen = attention.select(maps, args.layer, args.head)
     shown = _short("".join(labels))
     return _output(attention.render(maps, labels, chosen, f"Attention for '{shown}' — {directory}"),
                    lambda: attention.picture(maps, labels, chosen, f"Attention for '{shown}'"), args.save)
