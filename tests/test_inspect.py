@@ -22,6 +22,7 @@ from conftest import REPO_ROOT, assert_clean_failure, run_cli
 from mlxgpt.checkpoint import load
 from mlxgpt.cli import main
 from mlxgpt.config import ModelArgs
+from mlxgpt.errors import MlxgptError
 from mlxgpt.inspect import attention, embeddings, next_token, params, positions
 from mlxgpt.inspect.canvas import Canvas
 from mlxgpt.model import GPT, sinusoidal_positions
@@ -103,8 +104,10 @@ def test_attention_rejects_missing_layers_and_heads(trained):
     maps = attention.attention_maps(model, tokenizer.encode("The"))
     assert attention.select(maps, 1, 0) == [(1, 0)]
     assert len(attention.select(maps, None, None)) == model.args.n_layer * model.args.n_head
-    with pytest.raises(Exception, match="layers 0 to 1"):
+    with pytest.raises(MlxgptError, match=r"^--layer 5 does not exist: this model has layers 0 to 1$"):
         attention.select(maps, 5, None)
+    with pytest.raises(MlxgptError, match=r"^--head -1 does not exist: this model has heads 0 to 1$"):
+        attention.select(maps, None, -1)  # not Python's "last head"
 
 
 # ---------------------------------------------------------------- embeddings
@@ -138,7 +141,7 @@ def test_tokens_can_be_named_by_text_label_or_escape(trained):
     assert embeddings.resolve_token(tokenizer, " ") == space
     assert embeddings.resolve_token(tokenizer, "␣") == embeddings.resolve_token(tokenizer, "space") == space
     assert embeddings.resolve_token(tokenizer, "\\n") == embeddings.resolve_token(tokenizer, "⏎") == newline
-    with pytest.raises(Exception, match="3 tokens"):
+    with pytest.raises(MlxgptError, match=r"^'fox' is 3 tokens \(f o x\), not one: pass a single token$"):
         embeddings.resolve_token(tokenizer, "fox")
 
 
@@ -272,5 +275,6 @@ def test_canvas_writes_the_same_shapes_as_svg_and_png(tmp_path):
     cv.text(110, 55, "up", 10, rotate=-90)
     check_picture(cv.save(tmp_path / "c.svg"))
     check_picture(cv.save(tmp_path / "c.png"))
-    with pytest.raises(Exception, match=".svg or .png"):
+    with pytest.raises(MlxgptError, match=r"^--save .*c\.gif: pictures are \.svg or \.png$"):
         cv.save(tmp_path / "c.gif")
+    assert not (tmp_path / "c.gif").exists()

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+
+from mlxgpt.bench.profile import KINDS, kind_of
 
 TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--block-size", "16", "--batch-size", "8",
         "--iters", "2", "--warmup", "1", "--cpu-streams", "2"]
@@ -24,4 +27,12 @@ def test_profile_times_every_part_and_counts_the_graph(tmp_path):
     streams = int(report["parallelism"].split()[0])
     # Per shard: 1 layer x (6 forward + 12 backward matmuls) + the tied unembedding's 3.
     assert report["graph_nodes"]["matmul"] == streams * (18 * 1 + 3)
-    assert report["graph_total"] == sum(report["graph_nodes"].values())
+    assert report["tokens_per_iter"] == 8 * 16  # --batch-size x --block-size
+    kinds = report["graph_nodes"]
+    assert set(kinds) <= {*KINDS, kind_of("Gather")} and all(count > 0 for count in kinds.values())  # + the catch-all
+    assert kinds["fused elementwise kernel"] > 0  # the step really is compiled: mx.compile fused its elementwise ops
+    # the terminal shows the counts the JSON holds (Rich may wrap the title, so compare words)
+    assert f"graph: {report['graph_total']:,} nodes" in " ".join(proc.stdout.split())
+    for kind, count in kinds.items():
+        row = next(line for line in proc.stdout.splitlines() if kind in line)
+        assert re.findall(r"\d[\d,]*", row)[-1] == f"{count:,}"

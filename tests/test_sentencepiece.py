@@ -271,10 +271,19 @@ def test_char_bpc_equals_val_loss_over_ln2(trained_run):
 
 
 def test_generate_streams_from_a_sentencepiece_run(sp_run):
-    result = run_cli("generate.py", "--checkpoint", sp_run, "--prompt", "The fox ☃ 東京", "--max-new-tokens", "40",
+    """The CLI prints the prompt (byte-fallback characters intact), then exactly the text that
+    generate() streams with the same seed and defaults, then a newline."""
+    import mlxgpt
+    from mlxgpt.generate import generate
+
+    prompt = "The fox ☃ 東京"
+    result = run_cli("generate.py", "--checkpoint", sp_run, "--prompt", prompt, "--max-new-tokens", "40",
                      "--seed", "1")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("The fox ☃ 東京")
+    model, tok = mlxgpt.load(sp_run)
+    pieces = list(generate(model, tok, prompt, 40, seed=1, temperature=0.8))  # generate.py's default temperature
+    assert len(pieces) == 40
+    assert result.stdout == prompt + "".join(p.text for p in pieces) + "\n"
 
 
 def test_generate_pieces_equal_decode(sp_run):

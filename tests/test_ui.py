@@ -233,9 +233,38 @@ def test_loss_picture_is_a_valid_svg_with_both_curves(tmp_path):
     assert f"best val {loss_at(300) + 0.1:.4f}" in labels
 
 
-def test_loss_picture_survives_empty_and_single_point_histories():
-    for history in (LossHistory(), LossHistory(evals=[(0, 4.2, 4.2, 6.0)]), LossHistory(steps=[(1, 4.0)])):
-        ET.fromstring(loss_svg(history))
+def _svg_parts(history: LossHistory) -> tuple[list[str], list[ET.Element], list[float]]:
+    """(texts, elements, every coordinate) of the loss picture of `history`."""
+    root = ET.fromstring(loss_svg(history))
+    elements = list(root.iter())
+    texts = [t.text or "" for t in root.iter("{http://www.w3.org/2000/svg}text")]
+    numbers = [float(v) for e in elements for name, value in e.attrib.items()
+               if name in ("x", "y", "x1", "y1", "x2", "y2", "cx", "cy", "points")
+               for v in value.replace(",", " ").split()]
+    return texts, elements, numbers
+
+
+def test_loss_picture_of_empty_and_single_point_histories():
+    """A degenerate range (one iteration, one loss) must not divide by zero into NaN coordinates."""
+    svg = "{http://www.w3.org/2000/svg}"
+    texts, elements, numbers = _svg_parts(LossHistory())
+    assert "no losses recorded yet" in texts
+    assert not [e for e in elements if e.tag in (svg + "polyline", svg + "circle")]
+    assert all(math.isfinite(v) for v in numbers)
+
+    texts, elements, numbers = _svg_parts(LossHistory(evals=[(0, 4.2, 4.2, 6.0)]))
+    assert "no losses recorded yet" not in texts
+    assert "best val 4.2000 (6.000 bpc) @ 0" in texts  # one eval is the best one, in nats and bits per char
+    assert "val loss in bits per character (nats x 1.4286)" in texts  # 6.0 / 4.2
+    assert len([e for e in elements if e.tag == svg + "circle"]) == 2  # the point and the best-val ring
+    assert all(math.isfinite(v) for v in numbers)
+
+    texts, elements, numbers = _svg_parts(LossHistory(steps=[(1, 4.0)]))
+    assert "no losses recorded yet" not in texts and not any("best val" in t for t in texts)
+    y_ticks = [float(e.text) for e in elements if e.tag == svg + "text" and e.get("text-anchor") == "end"
+               and re.fullmatch(r"\d+(\.\d+)?", e.text or "")]  # the loss axis' labels, right-aligned
+    assert min(y_ticks) < 4.0 < max(y_ticks)  # the axis is drawn around the one loss
+    assert all(math.isfinite(v) for v in numbers)
 
 
 def test_nice_ticks_are_round_and_cover_the_range():
