@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 from typing import Callable, Sequence
 
 from mlxgpt.config import PRESETS, TrainArgs
@@ -47,14 +46,15 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.description = (f"Train a GPT on a text file. Presets: {presets}. Without --preset: shakespeare-char on "
                      "a GPU, baby on a CPU. Model and training flags override the preset (default None = preset's).")
     g = p.add_argument_group("data and run")
-    g.add_argument("--data", help="UTF-8 text file to train on, or 'shakespeare' to download tiny Shakespeare once")
+    g.add_argument("--data", help="UTF-8 text file to train on, - for standard input, or 'shakespeare' to "
+                                  "download tiny Shakespeare once")
     g.add_argument("--preset", choices=sorted(PRESETS), help="starting configuration (see above)")
     g.add_argument("--out", help="run directory (default out/<data-name>, a new one if that holds a run)")
     g.add_argument("--resume", action="store_true", help="continue the run in --out from its latest/ checkpoint")
     g.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
-    g.add_argument("--tokenizer", default="char", choices=["char", "sentencepiece"],
-                   help="how text becomes tokens: one per character, or subword pieces learned from the "
-                        "training split with SentencePiece")
+    g.add_argument("--tokenizer", choices=["char", "sentencepiece"],
+                   help="how text becomes tokens: one per character (the default), or subword pieces learned "
+                        "from the training split with SentencePiece")
     g.add_argument("--vocab-size", type=int,
                    help="SentencePiece vocabulary size (default 1024; at least 256 byte pieces + <unk> + "
                         "newline + the text's characters)")
@@ -132,13 +132,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     overrides = {k: v for k, v in vars(args).items() if k not in _NOT_OVERRIDES and v is not None}
     options = TrainOptions(data=args.data, out=args.out, preset=args.preset, tokenizer=args.tokenizer,
-                           tokenizer_options=_tokenizer_options(args), resume=args.resume, overwrite=args.overwrite, overrides=overrides,
-                           streams=args.cpu_streams)
+                           tokenizer_options=_tokenizer_options(args), resume=args.resume, overwrite=args.overwrite,
+                           overrides=overrides, streams=args.cpu_streams)
     renderer = make_renderer(args.no_ui)
     try:
         finished = run_training(options, renderer)
     finally:
         renderer.close()
+    if finished.reason == "diverged":
+        raise MlxgptError(finished.message)
     return 130 if finished.reason == "interrupted" else 0
 
 
@@ -149,8 +151,9 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.description = "Stream text from a trained model."
     p.add_argument("--checkpoint", help="run directory (its best checkpoint) or checkpoint directory "
                                         "(default: the most recent run under out/)")
-    p.add_argument("--prompt", default="\n", help="text to continue")
-    p.add_argument("--prompt-file", help="read the prompt from this UTF-8 file instead")
+    prompt = p.add_mutually_exclusive_group()  # both at once: one would be ignored without a word
+    prompt.add_argument("--prompt", default="\n", help="text to continue")
+    prompt.add_argument("--prompt-file", help="read the prompt from this UTF-8 file instead (- for standard input)")
     p.add_argument("--max-new-tokens", type=int, default=500, help="tokens to generate")
     p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (argmax); <1 sharper, >1 flatter")
     p.add_argument("--top-k", type=int, help="sample only from the k most likely tokens")
@@ -171,22 +174,16 @@ def _unescape(text: str) -> str:
 
 
 def _read_prompt(args: argparse.Namespace) -> str:
+    """--prompt, or the text of --prompt-file (a regular file, or - for standard input)."""
     if not args.prompt_file:
         return args.prompt
-    path = Path(args.prompt_file)
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise MlxgptError(f"prompt file {path} does not exist") from None
-    except IsADirectoryError:
-        raise MlxgptError(f"prompt file {path} is a directory: pass a text file") from None
-    except UnicodeDecodeError:
-        raise MlxgptError(f"prompt file {path} is not UTF-8 text") from None
+    from mlxgpt.data import PROMPT_TEXT, read_text
+
+    return read_text(args.prompt_file, PROMPT_TEXT)
 
 
-def cmd_generate(args: argparse.Namespace) -> int:
-    from mlxgpt.checkpoint import latest_run, load
-    from mlxgpt.generate import generate
+def _check_generate_flags(args: argparse.Namespace) -> None:
+    """Every flag that needs no model, checked before loading one: a bad value fails before any output."""
     from mlxgpt.config import check_seed
     from mlxgpt.sampling import check_sampling_args
 
@@ -194,11 +191,35 @@ def cmd_generate(args: argparse.Namespace) -> int:
     check_seed(args.seed)
     if args.max_new_tokens < 1 or args.num_samples < 1:
         raise MlxgptError("--max-new-tokens and --num-samples must be at least 1")
-    prompt = _read_prompt(args)
-    model, tokenizer = load(args.checkpoint or latest_run())
-    tokenizer.encode(prompt)  # fail on unknown characters before printing anything
+    if args.seed is not None and args.seed + args.num_samples - 1 >= 2**64:
+        raise MlxgptError(f"--seed {args.seed} is too large for --num-samples {args.num_samples}: sample i uses "
+                          f"seed + i, and seeds end at 2**64 - 1; pass --seed {2**64 - args.num_samples} or less")
     if args.show_probs is not None and args.show_probs < 1:
         raise MlxgptError(f"--show-probs needs at least 1 candidate, got {args.show_probs}")
+    if args.stop == "":
+        raise MlxgptError("--stop is empty: pass the text to stop at (e.g. --stop '\\n\\n'), or leave it out")
+
+
+def _check_prompt_and_stop(tokenizer, prompt: str, stop: str | None) -> None:
+    """What needs the model's vocabulary: unknown characters are named, an impossible --stop refused."""
+    from mlxgpt.tokenizers import UnknownCharactersError
+
+    if not tokenizer.encode(prompt):  # unknown characters raise their own one-line error here
+        raise MlxgptError("the prompt is empty: pass --prompt with at least one character")
+    try:
+        tokenizer.encode(stop or "")
+    except UnknownCharactersError as exc:
+        raise MlxgptError(f"--stop {stop!r} can never appear in the output: {exc}") from None
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from mlxgpt.checkpoint import latest_run, load
+    from mlxgpt.generate import generate
+
+    _check_generate_flags(args)
+    prompt = _read_prompt(args)
+    model, tokenizer = load(args.checkpoint or latest_run())
+    _check_prompt_and_stop(tokenizer, prompt, args.stop)
     out = sys.stdout
     for i in range(args.num_samples):
         if i:
@@ -229,7 +250,8 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
                      "predicted once, instead of training's estimate from --eval-iters random batches.")
     p.add_argument("--checkpoint", help="run directory (its best checkpoint) or checkpoint directory "
                                         "(default: the most recent run under out/)")
-    p.add_argument("--data", help="text to split 90/10 like training did (default: the text the model was trained on)")
+    p.add_argument("--data", help="text to split 90/10 like training did, - for standard input (default: the text "
+                                  "the model was trained on)")
     p.add_argument("--split", choices=["val", "train"], default="val", help="which part of that text")
     p.add_argument("--stride", type=int, help="tokens between window starts (default block_size: windows end to "
                                               "end, as in training's estimate; smaller gives each token more context)")
@@ -241,7 +263,7 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from mlxgpt.checkpoint import latest_run, load_model, load_checkpoint_tokenizer, read_config, resolve_checkpoint
-    from mlxgpt.data import Dataset, read_text, resolve_data
+    from mlxgpt.data import Dataset, is_stdin, read_text, resolve_data
     from mlxgpt.evaluate import estimate_spread, split_loss
     from mlxgpt.tokenizers import UnknownCharactersError
 
@@ -256,17 +278,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.draws < 0:
         raise MlxgptError(f"--draws must be 0 or more, got {args.draws}")
     if not (args.data or config.get("data")):
-        raise MlxgptError(f"{directory} does not say which text it was trained on: pass --data PATH")
+        raise MlxgptError(f"{directory} does not name a text that can be read again (standard input cannot): "
+                          "pass --data PATH, or --data - with the text on standard input")
     path = resolve_data(args.data or config["data"])
+    shown = "standard input" if is_stdin(path) else path
     try:
         data = Dataset.from_text(read_text(path), tokenizer, block_size)
     except UnknownCharactersError as exc:
-        raise MlxgptError(f"{path}: {exc}") from None
+        raise MlxgptError(f"{shown}: {exc}") from None
     ids, chars = (data.val, data.val_chars) if args.split == "val" else (data.train, data.train_chars)
     result = split_loss(model, ids, chars, args.stride, args.batch_size)
     stride = args.stride or block_size
     print(f"checkpoint  {directory}")
-    print(f"text        {path}, {args.split} split: {chars:,} characters, {len(ids):,} tokens")
+    print(f"text        {shown}, {args.split} split: {chars:,} characters, {len(ids):,} tokens")
     print(f"windows     {block_size} tokens, "
           + ("end to end" if stride == block_size else f"every {stride} (each token sees at least "
                                                        f"{block_size - stride} tokens of context)"))

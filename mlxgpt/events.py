@@ -83,7 +83,7 @@ class CheckpointSaved:
 @dataclass
 class RunFinished:
     iter: int
-    reason: str  # "completed" | "time budget" | "interrupted"
+    reason: str  # "completed" | "time budget" | "interrupted" | "diverged"
     best_val_loss: float
     best_val_bpc: float
     final_val_loss: float
@@ -93,6 +93,7 @@ class RunFinished:
     out_dir: str
     resume_command: str | None = None
     picture_path: str | None = None  # the loss picture, once runner.py has drawn it
+    message: str | None = None  # why a diverged run stopped, and what to try
     kind: str = field(default="run_finished", init=False)
 
 

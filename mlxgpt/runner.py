@@ -6,6 +6,7 @@ this module is the glue between them, so both stay simple.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import shlex
 import sys
 from dataclasses import dataclass, field
@@ -13,16 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
+from mlx.utils import tree_flatten
 
 from mlxgpt.backend import configure_device, device_name, on_gpu, setup_blas
-from mlxgpt.checkpoint import (find_checkpoint, holds_run, load_checkpoint_tokenizer, load_model,
-                               load_training_state, read_config)
+from mlxgpt.checkpoint import find_checkpoint, load_checkpoint_tokenizer, load_model, load_training_state, read_config
 from mlxgpt.config import MODEL_FIELDS, PRESETS, TRAIN_FIELDS, ModelArgs, TrainArgs, default_preset_name
-from mlxgpt.data import Dataset, read_text, resolve_data, split_text
+from mlxgpt.data import Dataset, is_stdin, read_text, rereadable_path, resolve_data, split_text
 from mlxgpt.distributed import World, check_same_across_ranks, init_world
 from mlxgpt.errors import MlxgptError
 from mlxgpt.events import EventHandler, RunFinished, RunStarted
 from mlxgpt.model import GPT, flops_per_token
+from mlxgpt.rundir import RunLock, check_writable, holds_run
 from mlxgpt.tokenizers import TOKENIZERS, Tokenizer
 from mlxgpt.ui.metrics import MetricsWriter
 from mlxgpt.ui.picture import with_loss_picture
@@ -35,13 +37,12 @@ class TrainOptions:
     data: str | None
     out: str | None = None
     preset: str | None = None
-    tokenizer: str = "char"
+    tokenizer: str | None = None  # None: char for a new run, the run's own on --resume
     tokenizer_options: dict[str, Any] = field(default_factory=dict)
     resume: bool = False
     overwrite: bool = False
     overrides: dict[str, Any] = field(default_factory=dict)
     streams: int | None = None  # CPU streams per step (None: automatic)
-    argv: list[str] = field(default_factory=list)  # for the resume hint
 
 
 def _pick_preset(name: str | None) -> tuple[str, str]:
@@ -53,20 +54,37 @@ def _pick_preset(name: str | None) -> tuple[str, str]:
     return name, "chosen with --preset"
 
 
-def _run_dir(options: TrainOptions, data_path: Path) -> Path:
-    """out/<data-name>; a new default directory never replaces an old run."""
+def _run_dir(options: TrainOptions, data_name: str) -> Path:
+    """--out, or out/<data-name>, skipping directories that hold another run or someone else's files."""
     if options.out:
         out = Path(options.out)
-        if not options.resume and not options.overwrite and holds_run(out):
+        check_writable(out)
+        if not options.overwrite and holds_run(out):
             raise MlxgptError(f"{out} already holds a trained run: add --resume to continue it, "
                               "--overwrite to replace it, or choose another --out")
         return out
-    base = Path("out") / (data_path.stem or "run")
+    base = Path("out") / (data_name or "run")
     out, n = base, 1
-    while not options.overwrite and holds_run(out):
+    while True:
+        try:
+            check_writable(out)
+            if options.overwrite or not holds_run(out):
+                return out
+        except MlxgptError:
+            pass  # not ours: leave it alone and take the next name
         n += 1
         out = base.with_name(f"{base.name}-{n}")
-    return out
+
+
+def _data_record(data_path: Path, text: str) -> dict[str, Any]:
+    """What config.json says about the text: a path that can be read again (null for standard input
+    or a pipe such as <(cat file)), and its hash, which --resume checks."""
+    again = rereadable_path(data_path)
+    return {"data": str(again) if again else None, "data_sha256": _sha256(text)}
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _train_tokenizer(kind: str, text: str, options: dict[str, Any]) -> Tokenizer:
@@ -77,6 +95,9 @@ def _train_tokenizer(kind: str, text: str, options: dict[str, Any]) -> Tokenizer
 
 def prepare_run(options: TrainOptions) -> tuple[Run, RunStarted]:
     world = init_world()
+    if world.size > 1 and options.data and is_stdin(options.data):
+        raise MlxgptError("--data - reads standard input, which only one process of `mlxgpt launch` has: "
+                          "save the text to a file and pass its path")
     run, started = _prepare_resume(options, world) if options.resume else _prepare_new(options)
     run.world = world
     # ranks on one machine share its cores (assume all are local: the common case; --cpu-streams overrides)
@@ -94,21 +115,21 @@ def _prepare_new(options: TrainOptions) -> tuple[Run, RunStarted]:
         raise MlxgptError("no training text: pass --data PATH (a UTF-8 text file) or --data shakespeare")
     data_path = resolve_data(options.data)
     text = read_text(data_path)
+    out = _run_dir(options, data_path.stem if rereadable_path(data_path) else "stdin")
     preset, note = _pick_preset(options.preset)
     model_values, train_values = PRESETS[preset].with_overrides(options.overrides)
     train_args = TrainArgs.from_dict(train_values)
     train_args.validate()
     ModelArgs.from_dict(model_values)  # validate the shape before the (slower) tokenizer training
-    tokenizer = _train_tokenizer(options.tokenizer, split_text(text)[0] if options.tokenizer != "char" else text,
-                                 options.tokenizer_options)
+    kind = options.tokenizer or "char"
+    tokenizer = _train_tokenizer(kind, split_text(text)[0] if kind != "char" else text, options.tokenizer_options)
     model_args = ModelArgs.from_dict({**model_values, "vocab_size": tokenizer.vocab_size})
     data = Dataset.from_text(text, tokenizer, model_args.block_size)
-    _check_sample_prompt(train_args, tokenizer, text)
+    _check_sample_prompt(train_args, tokenizer, text, given="sample_prompt" in options.overrides)
     mx.random.seed(train_args.seed)  # the initial weights depend on --seed only
     model = GPT(model_args)
-    out = _run_dir(options, data_path)
     run = Run(model, build_optimizer(train_args), tokenizer, data, train_args, out,
-              {"preset": preset, "data": str(data_path.resolve())}, LoopState())
+              {"preset": preset, **_data_record(data_path, text)}, LoopState())
     run.resume_command = _resume_command(out)
     return run, _started(run, preset, note)
 
@@ -116,7 +137,10 @@ def _prepare_new(options: TrainOptions) -> tuple[Run, RunStarted]:
 def _prepare_resume(options: TrainOptions, world: World) -> tuple[Run, RunStarted]:
     if not options.out:
         raise MlxgptError("--resume needs the run directory: pass --out RUN_DIR (e.g. --out out/shakespeare)")
+    if options.overwrite:
+        raise MlxgptError("--resume continues a run and --overwrite replaces it: pass one of them")
     out = Path(options.out)
+    check_writable(out)
     checkpoint_dir = find_checkpoint(out, "latest")
     if checkpoint_dir is None:
         raise MlxgptError(f"nothing to resume in {out}: it has no latest/ checkpoint (train without --resume first)")
@@ -125,18 +149,32 @@ def _prepare_resume(options: TrainOptions, world: World) -> tuple[Run, RunStarte
     if changed:
         raise MlxgptError(f"cannot change the model's shape when resuming ({', '.join(changed)}): "
                           "drop those flags, or start a new run with another --out")
-    saved_tokenizer = config["tokenizer"]["kind"]
-    if options.tokenizer_options or (options.tokenizer != "char" and options.tokenizer != saved_tokenizer):
-        raise MlxgptError(f"cannot change the tokenizer when resuming (the run uses {saved_tokenizer})")
-    data_path = resolve_data(options.data) if options.data else Path(config["data"])
+    saved_tokenizer, saved_preset = config["tokenizer"]["kind"], config.get("preset")
+    if options.tokenizer_options or (options.tokenizer and options.tokenizer != saved_tokenizer):
+        raise MlxgptError(f"cannot change the tokenizer when resuming (the run uses {saved_tokenizer}): drop "
+                          "--tokenizer/--vocab-size/--sp-model-type, or start a new run with another --out")
+    if options.preset and options.preset != saved_preset:
+        raise MlxgptError(f"cannot change the preset when resuming (the run uses {saved_preset}): drop --preset "
+                          "(training flags such as --max-iters still apply), or start a new run")
+    spec = options.data or config.get("data")
+    if not spec:
+        raise MlxgptError(f"{out} was trained on text that cannot be read again (standard input): "
+                          "pass the same text with --data")
+    data_path = resolve_data(spec)
     text = read_text(data_path)
     tokenizer = load_checkpoint_tokenizer(checkpoint_dir, config)
-    if saved_tokenizer == "char" and TOKENIZERS["char"].train(text).chars != tokenizer.chars:
+    saved_hash = config.get("data_sha256")
+    if saved_hash and _sha256(text) != saved_hash:
+        raise MlxgptError(f"{data_path} is not the text {out} was trained on (its SHA-256 differs), so the "
+                          "validation split and best/ would change meaning: resume with the original text, or "
+                          "start a new run (fine-tuning a trained model on new text is not supported yet)")
+    elif saved_tokenizer == "char" and TOKENIZERS["char"].train(text).chars != tokenizer.chars:  # an older run
         raise MlxgptError(f"--resume with a different vocabulary: {data_path} does not have the characters the run "
                           f"was trained on; resume with the original text ({config['data']}) or start a new run")
     train_values = {**config["train"], **{k: v for k, v in options.overrides.items() if k in TRAIN_FIELDS}}
     train_args = TrainArgs.from_dict(train_values)
     train_args.validate()
+    _check_sample_prompt(train_args, tokenizer, text, given="sample_prompt" in options.overrides)
     model = load_model(checkpoint_dir, config)
     model.train()
     state, optimizer_state = load_training_state(checkpoint_dir)
@@ -145,21 +183,27 @@ def _prepare_resume(options: TrainOptions, world: World) -> tuple[Run, RunStarte
                           "resume with the same number (mlxgpt launch -n N), or start a new run")
     optimizer = build_optimizer(train_args)
     optimizer.init(model.trainable_parameters())
-    try:
-        optimizer.state = optimizer_state
-    except ValueError:
-        raise MlxgptError(f"{checkpoint_dir} has an optimizer state this version cannot use: start a new run") from None
+    expected = {name: (array.shape, array.dtype) for name, array in tree_flatten(optimizer.state)}
+    saved = {name: (array.shape, array.dtype) for name, array in tree_flatten(optimizer_state)}
+    wrong = [name for name, spec in saved.items() if expected.get(name) != spec]  # missing ones start at zero
+    if wrong:  # (a checkpoint saved before the first step holds no moments yet)
+        raise MlxgptError(f"{checkpoint_dir / 'optimizer.safetensors'} does not fit the model (tensor {wrong[0]} "
+                          "is unknown or of another shape or dtype): the checkpoint is damaged; start a new run")
+    optimizer.state = optimizer_state
     data = Dataset.from_text(text, tokenizer, model.args.block_size)
     run = Run(model, optimizer, tokenizer, data, train_args, out,
-              {"preset": config.get("preset", "?"), "data": str(data_path.resolve())}, LoopState.from_dict(state))
+              {"preset": config.get("preset", "?"), **_data_record(data_path, text)}, LoopState.from_dict(state))
     run.resume_command = _resume_command(out)
     return run, _started(run, config.get("preset", "?"), "resumed")
 
 
-def _check_sample_prompt(args: TrainArgs, tokenizer: Tokenizer, text: str) -> None:
+def _check_sample_prompt(args: TrainArgs, tokenizer: Tokenizer, text: str, given: bool) -> None:
+    """A --sample-prompt the model cannot read is refused; the default newline falls back to the text's start."""
     try:
         tokenizer.encode(args.sample_prompt)
-    except MlxgptError:
+    except MlxgptError as exc:
+        if given:
+            raise MlxgptError(f"--sample-prompt: {exc}") from None
         args.sample_prompt = text[0]  # the text has no newline: start samples from its first character
 
 
@@ -182,22 +226,26 @@ def run_training(options: TrainOptions, renderer: EventHandler) -> RunFinished:
     """Prepare, announce, train; every event goes to metrics.jsonl and to the renderer."""
     run, started = prepare_run(options)
     if not run.world.is_main:
-        return train(run, lambda event: None)  # rank 0 reports for everyone
-    try:
-        metrics = MetricsWriter(run.out_dir / "metrics.jsonl", append=options.resume)
-    except OSError as exc:  # --out is a file, or in a place we may not write
-        raise MlxgptError(f"cannot write the run directory {run.out_dir} ({exc.strerror or exc}): "
-                          "choose another --out") from None
+        return train(run, lambda event: None)  # rank 0 reports and writes for everyone
+    with RunLock(run.out_dir).claim(replace=options.overwrite):
+        if not options.resume and not options.overwrite and holds_run(run.out_dir):  # saved since we looked
+            raise MlxgptError(f"{run.out_dir} already holds a trained run: add --resume to continue it, "
+                              "--overwrite to replace it, or choose another --out")
+        try:
+            metrics = MetricsWriter(run.out_dir / "metrics.jsonl", append=options.resume)
+        except OSError as exc:  # a place we may not write
+            raise MlxgptError(f"cannot write the run directory {run.out_dir} ({exc.strerror or exc}): "
+                              "choose another --out") from None
 
-    def on_event(event) -> None:
-        if isinstance(event, RunFinished):  # draw the loss picture before anyone reports the end
-            event = with_loss_picture(event, metrics.path)
-        metrics(event)
-        renderer(event)
+        def on_event(event) -> None:
+            if isinstance(event, RunFinished):  # draw the loss picture before anyone reports the end
+                event = with_loss_picture(event, metrics.path)
+            metrics(event)
+            renderer(event)
 
-    try:
-        on_event(started)
-        return train(run, on_event)
-    finally:
-        metrics.close()
-        sys.stdout.flush()
+        try:
+            on_event(started)
+            return train(run, on_event)
+        finally:
+            metrics.close()
+            sys.stdout.flush()

@@ -230,7 +230,12 @@ class LoopState:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "LoopState":
-        return cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})
+        """From state.json, where null stands for "no loss yet" (infinity)."""
+        return cls(**{k: math.inf if v is None else v for k, v in values.items() if k in cls.__dataclass_fields__})
+
+    def to_dict(self) -> dict[str, Any]:
+        """For state.json: strict JSON has no infinity, so "no loss yet" is null."""
+        return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in asdict(self).items()}
 
 
 @dataclass
@@ -282,7 +287,7 @@ def _save(run: Run, which: str, on_event: EventHandler) -> None:
         return  # rank 0 writes; the others hold identical parameters
     state = run.state
     path = save_checkpoint(run.out_dir / which, run.model, run.tokenizer, train_args=asdict(run.args),
-                           extra=run.config_extra, optimizer_state=run.optimizer.state, state=asdict(state))
+                           extra=run.config_extra, optimizer_state=run.optimizer.state, state=state.to_dict())
     on_event(CheckpointSaved(state.iter, which, str(path)))
 
 
@@ -328,6 +333,7 @@ def train(run: Run, on_event: EventHandler) -> RunFinished:
     started = time.perf_counter()
     train_seconds, interval_seconds, interval_steps, tokens_done = 0.0, 0.0, 0, 0
     last_loss, last_norm, reason = math.nan, math.nan, "completed"
+    diverged = None
 
     def over_budget() -> bool:
         return args.time_budget is not None and time.perf_counter() - started >= args.time_budget
@@ -337,6 +343,10 @@ def train(run: Run, on_event: EventHandler) -> RunFinished:
             finishing = state.iter >= args.max_iters or over_budget() or stop.requested
             if (state.iter % args.eval_interval == 0 or finishing) and state.evaluated_at != state.iter:
                 losses = _evaluate(run, eval_loss, eval_batches)
+                bad = [f"{split} loss is {loss:g}" for split, loss in losses.items() if not math.isfinite(loss)]
+                if bad:
+                    diverged = _divergence(run, f"at iter {state.iter} the {' and the '.join(bad)}")
+                    break
                 bpc = bits_per_char(losses["val"], len(run.data.val), run.data.val_chars)
                 is_best = losses["val"] < state.best_val_loss
                 if is_best:
@@ -347,7 +357,7 @@ def train(run: Run, on_event: EventHandler) -> RunFinished:
                                   state.best_val_loss, is_best))
                 if args.sample_tokens > 0 and run.world.is_main:
                     on_event(SampleGenerated(state.iter, args.sample_prompt, _sample(run)))
-                if is_best and state.iter > 0:
+                if is_best:
                     _save(run, "best", on_event)
                 _save(run, "latest", on_event)
             if finishing:
@@ -365,6 +375,11 @@ def train(run: Run, on_event: EventHandler) -> RunFinished:
             # go, without syncing to Python mid-step; the loss comes along for free.
             mx.eval(step_state, loss, norm)
             dt = time.perf_counter() - t0
+            if not (math.isfinite(loss.item()) and math.isfinite(norm.item())):
+                # the update is already applied: these weights are lost, the last checkpoint is not
+                diverged = _divergence(run, f"at iter {state.iter + 1} the loss is {loss.item():g} "
+                                            f"and the gradient norm {norm.item():g}")
+                break
             state.iter += 1
             train_seconds += dt
             interval_seconds += dt
@@ -379,12 +394,24 @@ def train(run: Run, on_event: EventHandler) -> RunFinished:
                                     mx.get_active_memory() / 2**20, mx.get_peak_memory() / 2**20))
                 interval_seconds, interval_steps = 0.0, 0
 
+    if diverged:
+        reason = "diverged"
     finished = RunFinished(state.iter, reason, state.best_val_loss, state.best_val_bpc, state.last_val_loss,
                            train_seconds, time.perf_counter() - started,
                            tokens_done / train_seconds if train_seconds else 0.0, str(run.out_dir),
-                           run.resume_command if reason == "interrupted" else None)
+                           run.resume_command if reason == "interrupted" else None, message=diverged)
     on_event(finished)
     return finished
+
+
+def _divergence(run: Run, what: str) -> str:
+    """The one line that tells a user their run diverged, and what to try."""
+    args, state = run.args, run.state
+    clip = f"--grad-clip {args.grad_clip:g}" if args.grad_clip > 0 else "--grad-clip 1 (now off)"
+    kept = (f"{run.out_dir / 'latest'} keeps iter {state.evaluated_at}" if state.evaluated_at >= 0
+            else "no checkpoint was saved")
+    return (f"training diverged: {what}; stopped without saving ({kept}); try a lower --lr (now {args.lr:g}) "
+            f"or {clip}, then --resume or start a new run")
 
 
 def _current_lr(optimizer: optim.MultiOptimizer) -> float:

@@ -121,7 +121,8 @@ def test_run_directory_that_cannot_be_written(text_file, tmp_path, where):
     blocker = _write(tmp_path / "notes.txt", "not a directory\n")
     out = blocker if where == "file" else blocker / "run"
     result = train("--data", text_file, "--out", out, *TINY_FLAGS, "--max-iters", "3")
-    assert_clean_failure(result, "cannot write the run directory", "--out")
+    assert_clean_failure(result, "is a file, not a directory" if where == "file" else "cannot write the run directory",
+                         "--out")
     assert blocker.read_text() == "not a directory\n"
 
 
@@ -153,8 +154,13 @@ def test_resume_with_a_different_vocabulary(run_copy, tmp_path):
     other = _write(tmp_path / "other.txt", grammar_text(300, seed=2) + "Zebras, quoth she!\n")
     before = snapshot(run_copy)
     result = train("--resume", "--out", run_copy, "--data", other, "--max-iters", "300", "--no-ui")
-    assert_clean_failure(result, "different vocabulary", str(other))
+    assert_clean_failure(result, "is not the text", str(other))
     assert snapshot(run_copy) == before
+    config = json.loads((run_copy / "latest" / "config.json").read_text())
+    del config["data_sha256"]  # a run from before the hash was recorded: its vocabulary is still checked
+    (run_copy / "latest" / "config.json").write_text(json.dumps(config))
+    result = train("--resume", "--out", run_copy, "--data", other, "--max-iters", "300", "--no-ui")
+    assert_clean_failure(result, "different vocabulary", str(other))
 
 
 def test_resume_cannot_change_the_model_shape(run_copy):

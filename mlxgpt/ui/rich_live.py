@@ -495,7 +495,9 @@ def summary_table(state: DashboardState, ui_note: str | None = None) -> Table:
     table.add_column()
     if fin is None:
         return table
-    status = {"completed": "[green]completed[/]", "interrupted": "[yellow]interrupted (Ctrl-C)[/]"}
+    status = {"completed": "[green]completed[/]", "interrupted": "[yellow]interrupted (Ctrl-C)[/]",
+              "diverged": "[bold red]diverged[/]: the loss or gradient norm became NaN or infinite, so the "
+                          "weights after the last checkpoint were not saved"}
     table.add_row("status", status.get(fin.reason, fin.reason))
     table.add_row("iterations", f"{fin.iter:,} / {state.max_iters:,}")
     best_at = f" at iter {state.best.iter:,}" if state.best else ""
