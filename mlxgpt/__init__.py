@@ -6,12 +6,11 @@
         print(piece.text, end="", flush=True)
 """
 
-from mlxgpt.backend import setup_blas as _setup_blas
-from mlxgpt.backend import setup_jit_flags as _setup_jit_flags
+from mlxgpt.fast.blas import setup_blas as _setup_blas
 
-# Both must run before anything imports mlx.core (see backend.py for why).
+# Must run before anything imports mlx.core (see fast/blas.py for why). It loads a
+# library and changes nothing else: no environment variable, no subprocess.
 _setup_blas()
-_setup_jit_flags()
 
 __version__ = "0.1.0"
 

@@ -118,7 +118,7 @@ def make_renderer(no_ui: bool):
 
 
 def warn_if_slow_blas() -> None:
-    from mlxgpt.backend import blas_warning, setup_blas
+    from mlxgpt.fast.blas import blas_warning, setup_blas
 
     warning = blas_warning(setup_blas())
     if warning:
@@ -366,6 +366,9 @@ def single_command_parser(command: str, prog: str) -> argparse.ArgumentParser:
 
 def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     args = parser.parse_args(argv)
+    from mlxgpt.fast.jit import setup_jit_flags
+
+    setup_jit_flags()  # mlxgpt's commands (not `import mlxgpt`) tune MLX's CPU kernel compiler
     code, message = 1, "crashed"
     try:
         code, message = args.func(args), ""

@@ -16,7 +16,8 @@ from typing import Any
 import mlx.core as mx
 from mlx.utils import tree_flatten
 
-from mlxgpt.backend import configure_device, device_name, on_gpu, setup_blas
+from mlxgpt.fast.blas import setup_blas
+from mlxgpt.fast.device import configure_device, device_name, on_gpu
 from mlxgpt.checkpoint import find_checkpoint, load_checkpoint_tokenizer, load_model, load_training_state, read_config
 from mlxgpt.config import MODEL_FIELDS, PRESETS, TRAIN_FIELDS, ModelArgs, TrainArgs, default_preset_name
 from mlxgpt.data import Dataset, is_stdin, read_text, rereadable_path, resolve_data, split_text

@@ -300,9 +300,9 @@ def test_bench_cold_start_child_reports_a_first_step():
 
 
 def test_bench_children_do_not_inherit_the_jit_compiler_wrapper():
-    """A child that found backend's g++ wrapper first on PATH would key MLX's kernel cache
+    """A child that found fast.jit's g++ wrapper first on PATH would key MLX's kernel cache
     differently from its parent and recompile every kernel (a 30 s 'warm' cold start)."""
-    from mlxgpt.backend import jit_cache_root
+    from mlxgpt.fast.jit import jit_cache_root
     from mlxgpt.bench.runner import _child_env
 
     root = str(jit_cache_root())

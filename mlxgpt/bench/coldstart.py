@@ -27,7 +27,7 @@ def run_mlx(spec: dict) -> dict:
     import mlx.core as mx
     import numpy as np
 
-    from mlxgpt.backend import configure_device
+    from mlxgpt.fast.device import configure_device
     from mlxgpt.config import ModelArgs, TrainArgs
     from mlxgpt.model import GPT
     from mlxgpt.training import build_optimizer, make_train_step

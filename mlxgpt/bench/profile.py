@@ -34,7 +34,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
-from mlxgpt.backend import configure_device, device_name
+from mlxgpt.fast.device import configure_device, device_name
 from mlxgpt.bench.common import draw_batches, progress
 from mlxgpt.bench.runner import BenchConfig, mlx_model
 from mlxgpt.model import flops_per_token

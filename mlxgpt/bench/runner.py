@@ -35,7 +35,9 @@ import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_flatten
 
-from mlxgpt.backend import configure_device, device_name, jit_cache_root, on_gpu, setup_blas, setup_jit_flags
+from mlxgpt.fast.blas import setup_blas
+from mlxgpt.fast.device import configure_device, device_name, on_gpu
+from mlxgpt.fast.jit import jit_cache_root, setup_jit_flags
 from mlxgpt.bench import roofline
 from mlxgpt.bench.common import (LABELS, TRAIN_MODES, GenResult, TrainResult, draw_batches, machine_cores,
                                  peak_rss_mb, progress, time_steps)
@@ -251,7 +253,7 @@ def _child_env(torch_side: bool) -> dict[str, str]:
     env = dict(os.environ)
     package_root = str(Path(mlxgpt.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-    # backend.setup_jit_flags put its g++ wrapper first on this process's PATH. A child that
+    # fast.jit.setup_jit_flags put its g++ wrapper first on this process's PATH. A child that
     # inherited it would find the wrapper as "the compiler", key its kernel cache differently
     # and recompile everything: give children the PATH without it.
     wrappers = str(jit_cache_root())
@@ -299,7 +301,7 @@ def cold_start(cfg: BenchConfig, mode: str, device: str | None, empty_cache: boo
     env = _child_env(torch_side=not mode.startswith("mlx"))
     scratch = tempfile.mkdtemp(prefix="mlxgpt-cold-") if empty_cache else None
     if scratch:
-        env["MLXGPT_JIT_CACHE"] = scratch  # where mlxgpt keeps MLX's compiled CPU kernels (backend.jit_cache_root)
+        env["MLXGPT_JIT_CACHE"] = scratch  # where mlxgpt keeps MLX's compiled CPU kernels (fast.jit.jit_cache_root)
         env["TMPDIR"] = scratch  # ... and MLX's own place for them, $TMPDIR/mlx
         env["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(scratch, "inductor")
         env["TRITON_CACHE_DIR"] = os.path.join(scratch, "triton")

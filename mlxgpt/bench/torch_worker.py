@@ -1,7 +1,7 @@
 """PyTorch's half of the benchmark, in a process of its own that never loads MLX.
 
 Why a separate process: mlxgpt loads OpenBLAS with RTLD_GLOBAL so that MLX's
-matmuls use it (backend.py). In that same process PyTorch's own BLAS calls then
+matmuls use it (fast/blas.py). In that same process PyTorch's own BLAS calls then
 resolve to OpenBLAS as well, not to the MKL it was built with: a 2048^2 torch
 matmul followed `openblas_set_num_threads`, and OpenBLAS's threads fought
 torch's OpenMP threads, turning a steady 40 ms baby step into 57-450 ms. So the

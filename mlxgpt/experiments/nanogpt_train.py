@@ -37,7 +37,7 @@ def train(train_ids: np.ndarray, val_ids: np.ndarray, model_args, train_args, se
     forward pass (dropout), the next batch."""
     import torch
 
-    from mlxgpt.backend import setup_blas
+    from mlxgpt.fast.blas import setup_blas
     from mlxgpt.bench import torch_ref
 
     torch.manual_seed(seed)
