@@ -36,6 +36,7 @@ from mlx.utils import tree_flatten, tree_unflatten
 import mlxgpt
 from mlxgpt.config import MetadataFile, ModelArgs, TrainArgs, parse_json
 from mlxgpt.errors import MlxgptError
+from mlxgpt.files import fsync_dir
 from mlxgpt.model import GPT
 from mlxgpt.tokenizers import TOKENIZERS, Tokenizer, load_tokenizer
 
@@ -64,17 +65,6 @@ MAX_HEADER_BYTES = 100 * 2**20
 def _fsync_file(path: Path) -> None:
     with open(path, "rb") as f:
         os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return  # some platforms cannot open directories; rename is still atomic
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def save_checkpoint(directory: Path, model: GPT, tokenizer: Tokenizer, *, train_args: dict[str, Any] | None = None,
@@ -112,14 +102,14 @@ def save_checkpoint(directory: Path, model: GPT, tokenizer: Tokenizer, *, train_
         (tmp / STATE).write_text(json.dumps(state, allow_nan=False), encoding="utf-8")
     for path in tmp.iterdir():
         _fsync_file(path)
-    _fsync_dir(tmp)
+    fsync_dir(tmp)
 
     if directory.exists():
         shutil.rmtree(old, ignore_errors=True)
         os.replace(directory, old)
     # else a crash between these renames may have left `old` as the only complete copy: keep it until tmp is in
     os.replace(tmp, directory)
-    _fsync_dir(parent)
+    fsync_dir(parent)
     shutil.rmtree(old, ignore_errors=True)
     return directory
 

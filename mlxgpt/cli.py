@@ -31,6 +31,12 @@ def _formatter(prog: str) -> argparse.HelpFormatter:
 # ---------------------------------------------------------------- train
 
 
+def add_plain_argument(g: argparse._ActionsGroup) -> None:
+    g.add_argument("--plain", action="store_true",
+                   help="the textbook path only: none of mlxgpt/fast's speed tricks (CPU streams, compiled decoding, "
+                        "fused attention); same results, for reading, checking and comparing")
+
+
 def add_model_shape_arguments(g: argparse._ArgumentGroup) -> None:
     """The model-shape flags shared by train and bench (defaults None: the preset's)."""
     g.add_argument("--n-layer", type=int, help="transformer blocks")
@@ -60,6 +66,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                         "newline + the text's characters)")
     g.add_argument("--sp-model-type", choices=["bpe", "unigram"], help="SentencePiece algorithm (default bpe)")
     g.add_argument("--no-ui", action="store_true", help="plain log lines even in a terminal")
+    add_plain_argument(g)
     g.add_argument("--cpu-streams", type=int, help="CPU only: split each batch over this many concurrent "
                                                    "MLX streams (default: one per core, at most 4)")
 
@@ -92,7 +99,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 # flags that are not ModelArgs/TrainArgs fields (all others are, by the same name)
-_NOT_OVERRIDES = {"data", "preset", "out", "resume", "overwrite", "tokenizer", "no_ui", "command", "func",
+_NOT_OVERRIDES = {"data", "preset", "out", "resume", "overwrite", "tokenizer", "no_ui", "command", "func", "plain",
                   "cpu_streams", "vocab_size", "sp_model_type"}
 
 
@@ -133,7 +140,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in vars(args).items() if k not in _NOT_OVERRIDES and v is not None}
     options = TrainOptions(data=args.data, out=args.out, preset=args.preset, tokenizer=args.tokenizer,
                            tokenizer_options=_tokenizer_options(args), resume=args.resume, overwrite=args.overwrite,
-                           overrides=overrides, streams=args.cpu_streams)
+                           overrides=overrides, streams=args.cpu_streams, plain=args.plain)
     renderer = make_renderer(args.no_ui)
     try:
         finished = run_training(options, renderer)
@@ -163,6 +170,7 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-samples", type=int, default=1, help="independent samples to draw")
     p.add_argument("--stop", type=_unescape, help="stop a sample once this text appears (\\n and \\t are understood)")
     p.add_argument("--no-cache", action="store_true", help="recompute the whole context per token (slow; for comparison)")
+    add_plain_argument(p)
     p.add_argument("--show-probs", nargs="?", type=int, const=10, metavar="K",
                    help="for each token, show the K most likely candidates (default 10) with bars, the chosen one "
                         "marked, after temperature/top-k/top-p/min-p; then the text coloured by probability")
@@ -227,7 +235,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         seed = None if args.seed is None else args.seed + i
         pieces = generate(model, tokenizer, prompt, args.max_new_tokens, temperature=args.temperature,
                           top_k=args.top_k, top_p=args.top_p, min_p=args.min_p, seed=seed, stop=args.stop,
-                          use_cache=not args.no_cache)
+                          use_cache=not args.no_cache, fast=not args.plain)
         if args.show_probs is not None:  # a table per token (plain text when not a terminal)
             from mlxgpt.ui.probs import sampling_note, show_probs
 

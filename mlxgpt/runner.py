@@ -44,6 +44,7 @@ class TrainOptions:
     overwrite: bool = False
     overrides: dict[str, Any] = field(default_factory=dict)
     streams: int | None = None  # CPU streams per step (None: automatic)
+    plain: bool = False  # the textbook step, without mlxgpt/fast
 
 
 def _pick_preset(name: str | None) -> tuple[str, str]:

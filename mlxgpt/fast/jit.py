@@ -18,6 +18,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from mlxgpt.files import write_atomic
+
 # MLX's CPU backend compiles fused kernels by running `g++ -std=c++17 -O3 -Wall
 # -fPIC -shared ...` with no CPU-specific flags: every kernel is scalar SSE2 code,
 # and its exp/erf (MLX's own polynomial `simd::exp<float, 1>`) stays an out-of-line
@@ -83,10 +85,7 @@ def setup_jit_flags() -> str:
         wrapper.parent.mkdir(parents=True, exist_ok=True)
         script = f'#!/bin/sh\nexec "{compiler}" "$@" {" ".join(JIT_FLAGS)}\n'
         if not wrapper.exists() or wrapper.read_text() != script:
-            tmp = wrapper.with_suffix(f".{os.getpid()}")
-            tmp.write_text(script)
-            tmp.chmod(0o755)
-            os.replace(tmp, wrapper)
+            write_atomic(wrapper, script, mode=0o755)
     except OSError:
         return _jit  # read-only home or similar: keep MLX's defaults
     os.environ["PATH"] = f"{wrapper.parent}{os.pathsep}{search_path}"
