@@ -104,13 +104,3 @@ EventHandler = Callable[[Event], None]
 def to_dict(event: Event) -> dict[str, Any]:
     record = dataclasses.asdict(event)
     return {"event": record.pop("kind"), **record}
-
-
-def broadcast(*handlers: EventHandler) -> EventHandler:
-    """One handler that passes each event to all of them, in order."""
-
-    def handle(event: Event) -> None:
-        for handler in handlers:
-            handler(event)
-
-    return handle

@@ -1,8 +1,8 @@
 """The GPT itself: token and position embeddings, a stack of transformer blocks,
-and an unembedding back to vocabulary logits. Plus the per-layer KV cache.
+and an unembedding back to vocabulary logits. Plus the KV cache generation uses.
 
 Read top to bottom; shapes are in the comments as (B, T, C) = (batch, time, channels),
-nh = number of heads, hs = head size. Imports only mlx.
+nh = number of heads, hs = head size. Imports mlx, and config.py for ModelArgs.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ class KVCache:
     With a cache each new token attends to stored keys/values instead of
     re-running the whole context: O(T) work per token instead of O(T^2).
     Storage grows in chunks of `step` positions so we rarely reallocate.
+    The protocol generation relies on: `offset`, `update_and_fetch`, `reset`.
     """
 
     step = 256
@@ -49,50 +50,9 @@ class KVCache:
         self.values[..., start:self.offset, :] = values
         return self.keys[..., : self.offset, :], self.values[..., : self.offset, :]
 
-    def trim(self, n: int) -> int:
-        """Forget the last n positions (storage is kept for reuse)."""
-        n = min(self.offset, n)
-        self.offset -= n
-        return n
-
-    @property
-    def state(self) -> tuple[mx.array, mx.array] | tuple[()]:
-        if self.keys is None:
-            return ()
-        return self.keys[..., : self.offset, :], self.values[..., : self.offset, :]
-
-
-class StaticKVCache:
-    """A KV cache with the same shapes at every step, for compiled decoding.
-
-    KVCache returns exactly the filled positions, so each new token changes the
-    shapes and mx.compile would trace again. Here storage is the whole block from
-    the start, `offset` is an mx.array, and attention sees every slot: the causal
-    mask (keys after the query's position are hidden) also hides the unfilled ones.
-    So a one-token step is one fixed graph, traced once (generate.py compiles it).
-    Its arrays live in `self.state` so that mx.compile can take them as state.
-    """
-
-    def __init__(self, batch: int, heads: int, capacity: int, head_size: int, dtype: mx.Dtype) -> None:
-        shape = (batch, heads, capacity, head_size)
-        self.state = {"keys": mx.zeros(shape, dtype), "values": mx.zeros(shape, dtype),
-                      "offset": mx.zeros((1,), mx.int32)}
-
-    @property
-    def offset(self) -> mx.array:
-        return self.state["offset"]  # (1,): positions filled so far
-
-    def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
-        """Write (B, nh, T, hs) keys/values at `offset`; return all capacity slots."""
-        state, start = self.state, self.state["offset"]
-        state["keys"] = mx.slice_update(state["keys"], keys, start, axes=(2,))
-        state["values"] = mx.slice_update(state["values"], values, start, axes=(2,))
-        state["offset"] = start + keys.shape[2]
-        return state["keys"], state["values"]
-
     def reset(self) -> None:
-        """Empty the cache (stale slots are masked, so they need no clearing)."""
-        self.state["offset"] = mx.zeros((1,), mx.int32)
+        """Forget every position (storage is kept for reuse)."""
+        self.offset = 0
 
 
 def sinusoidal_positions(positions: mx.array, dims: int) -> mx.array:
@@ -103,61 +63,6 @@ def sinusoidal_positions(positions: mx.array, dims: int) -> mx.array:
     angles = positions.astype(mx.float32)[:, None] * inv_freq[None, :]  # (T, d/2)
     # interleave: even channels sin, odd channels cos
     return mx.stack([mx.sin(angles), mx.cos(angles)], axis=-1).reshape(positions.shape[0], dims)
-
-
-class Linear(nn.Linear):
-    """nn.Linear (y = x W^T + b), with one special case: a single row of x, which is
-    what decoding one token with a KV cache feeds every layer.
-
-    For one row, x @ W^T makes OpenBLAS copy (pack) all of W before multiplying, on
-    every call; W @ x^T reads W once. Same product, and on a CPU a compiled decoding
-    step runs ~1.4x faster with it (shakespeare-char size: 167 -> 246 tokens/s)."""
-
-    def __call__(self, x: mx.array) -> mx.array:
-        if x.size != x.shape[-1]:  # more than one row: the ordinary matmul
-            return super().__call__(x)
-        y = (self.weight @ x.reshape(-1, 1)).reshape(*x.shape[:-1], -1)
-        return y + self.bias if "bias" in self else y
-
-
-class CausalSelfAttention(nn.Module):
-    """Every position asks (query) every earlier position (key) what it holds (value)."""
-
-    def __init__(self, args: ModelArgs) -> None:
-        super().__init__()
-        self.n_head = args.n_head
-        self.scale = 1.0 / math.sqrt(args.head_dim)
-        self.c_attn = Linear(args.n_embd, 3 * args.n_embd, bias=args.bias)  # q, k, v in one matmul
-        self.c_proj = Linear(args.n_embd, args.n_embd, bias=args.bias)
-        self.attn_dropout = nn.Dropout(args.dropout)
-        self.resid_dropout = nn.Dropout(args.dropout)
-        self.dropout = args.dropout
-
-    def qkv(self, x: mx.array) -> tuple[mx.array, mx.array, mx.array]:
-        """Project x (B, T, C) to queries, keys, values, each (B, nh, T, hs)."""
-        B, T, C = x.shape
-        q, k, v = mx.split(self.c_attn(x), 3, axis=-1)
-        heads = lambda t: t.reshape(B, T, self.n_head, C // self.n_head).transpose(0, 2, 1, 3)
-        return heads(q), heads(k), heads(v)
-
-    def __call__(self, x: mx.array, cache: KVCache | None = None) -> mx.array:
-        B, T, C = x.shape
-        q, k, v = self.qkv(x)
-        start = None  # position of the first query among the keys (None: the last T of them)
-        if cache is not None:
-            start = cache.offset
-            k, v = cache.update_and_fetch(k, v)  # (B, nh, offset + T, hs); a StaticKVCache: (B, nh, capacity, hs)
-        if (self.training and self.dropout > 0) or mx.default_device().type == mx.cpu:
-            # Explicit: dropout can act on the weights, and on a CPU mx.compile fuses
-            # this softmax into the surrounding elementwise work (faster than the fused op there).
-            y = self.attn_dropout(attention_weights(q, k, self.scale, start)) @ v
-        else:
-            # The fused kernel (Metal/CUDA). "causal" keeps it on its fast path (aligned to the
-            # keys' end); a single new token may see everything cached; a static cache needs the mask.
-            mask = causal_mask(T, k.shape[2], start) if isinstance(start, mx.array) else ("causal" if T > 1 else None)
-            y = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
-        y = y.transpose(0, 2, 1, 3).reshape(B, T, C)  # re-assemble heads side by side
-        return self.resid_dropout(self.c_proj(y))
 
 
 def causal_mask(Tq: int, Tk: int, start: int | mx.array | None = None) -> mx.array:
@@ -177,13 +82,49 @@ def attention_weights(q: mx.array, k: mx.array, scale: float, start: int | mx.ar
     return weights / mx.sum(weights, axis=-1, keepdims=True)
 
 
+class CausalSelfAttention(nn.Module):
+    """Every position asks (query) every earlier position (key) what it holds (value)."""
+
+    def __init__(self, args: ModelArgs) -> None:
+        super().__init__()
+        self.n_head = args.n_head
+        self.scale = 1.0 / math.sqrt(args.head_dim)
+        self.c_attn = nn.Linear(args.n_embd, 3 * args.n_embd, bias=args.bias)  # q, k, v in one matmul
+        self.c_proj = nn.Linear(args.n_embd, args.n_embd, bias=args.bias)
+        self.attn_dropout = nn.Dropout(args.dropout)
+        self.resid_dropout = nn.Dropout(args.dropout)
+
+    def qkv(self, x: mx.array) -> tuple[mx.array, mx.array, mx.array]:
+        """Project x (B, T, C) to queries, keys, values, each (B, nh, T, hs)."""
+        B, T, C = x.shape
+        q, k, v = mx.split(self.c_attn(x), 3, axis=-1)
+        heads = lambda t: t.reshape(B, T, self.n_head, C // self.n_head).transpose(0, 2, 1, 3)
+        return heads(q), heads(k), heads(v)
+
+    def attend(self, q: mx.array, k: mx.array, v: mx.array, start: int | mx.array | None) -> mx.array:
+        """The weighted sum of values: (B, nh, Tq, hs). (On a GPU, mlxgpt/fast swaps in
+        the fused kernel mx.fast.scaled_dot_product_attention: same math, one kernel.)"""
+        return self.attn_dropout(attention_weights(q, k, self.scale, start)) @ v
+
+    def __call__(self, x: mx.array, cache: KVCache | None = None) -> mx.array:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x)
+        start = None  # position of the first query among the keys (None: the last T of them)
+        if cache is not None:
+            start = cache.offset
+            k, v = cache.update_and_fetch(k, v)  # (B, nh, offset + T, hs)
+        y = self.attend(q, k, v, start)  # (B, nh, T, hs)
+        y = y.transpose(0, 2, 1, 3).reshape(B, T, C)  # re-assemble heads side by side
+        return self.resid_dropout(self.c_proj(y))
+
+
 class MLP(nn.Module):
     """Per-position feed-forward: expand 4x, GELU, project back."""
 
     def __init__(self, args: ModelArgs) -> None:
         super().__init__()
-        self.c_fc = Linear(args.n_embd, 4 * args.n_embd, bias=args.bias)
-        self.c_proj = Linear(4 * args.n_embd, args.n_embd, bias=args.bias)
+        self.c_fc = nn.Linear(args.n_embd, 4 * args.n_embd, bias=args.bias)
+        self.c_proj = nn.Linear(4 * args.n_embd, args.n_embd, bias=args.bias)
         self.dropout = nn.Dropout(args.dropout)
 
     def __call__(self, x: mx.array) -> mx.array:
@@ -216,7 +157,7 @@ class GPT(nn.Module):
         self.h = [Block(args) for _ in range(args.n_layer)]
         self.ln_f = nn.LayerNorm(args.n_embd, bias=args.bias)
         if not args.tie_embeddings:
-            self.lm_head = Linear(args.n_embd, args.vocab_size, bias=False)
+            self.lm_head = nn.Linear(args.n_embd, args.vocab_size, bias=False)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -235,44 +176,34 @@ class GPT(nn.Module):
 
         self.update(tree_map_with_path(init, self.parameters()))
 
-    def position_embedding(self, offset: int | mx.array, length: int) -> mx.array:
-        positions = mx.arange(length) + offset
+    def embed(self, idx: mx.array, offset: int | mx.array = 0) -> mx.array:
+        """Token ids (B, T) -> vectors (B, T, C): what each token is, plus where it stands."""
+        positions = mx.arange(idx.shape[1]) + offset
         if self.args.pos_embedding == "learned":
-            if isinstance(offset, int) and offset + length > self.args.block_size:
-                positions = mx.minimum(positions, self.args.block_size - 1)  # padding only (see __call__)
-            return self.wpe(positions)
-        return sinusoidal_positions(positions, self.args.n_embd)
+            pos = self.wpe(positions)  # (T, C)
+        else:
+            pos = sinusoidal_positions(positions, self.args.n_embd)
+        return self.drop(self.wte(idx) + pos)
 
-    def __call__(self, idx: mx.array, cache: list[KVCache] | None = None, pad: int = 0) -> mx.array:
-        """Token ids (B, T) -> next-token logits (B, T, vocab_size).
+    def unembed(self, x: mx.array) -> mx.array:
+        """Vectors (B, T, C) -> one score per vocabulary token (B, T, vocab_size)."""
+        if self.args.tie_embeddings:
+            return self.wte.as_linear(x)  # reuse the embedding matrix: logits = x @ wte^T
+        return self.lm_head(x)
 
-        pad > 0 runs the network on `pad` extra positions after the last token and drops
-        them from the output: the same logits (a position never sees later ones), other
-        array shapes. Training gives each data shard a different pad, because mx.compile
-        merges identical nodes of concurrent shards (see training.sharded_loss_and_grad)."""
-        B, T = idx.shape
-        offset = cache[0].offset if cache else 0  # an mx.array for a StaticKVCache (its capacity is one block)
+    def __call__(self, idx: mx.array, cache: list[KVCache] | None = None) -> mx.array:
+        """Token ids (B, T) -> next-token logits (B, T, vocab_size), at every position."""
+        T = idx.shape[1]
+        offset = cache[0].offset if cache else 0  # tokens already in the cache
         if isinstance(offset, int) and offset + T > self.args.block_size:
             raise ValueError(f"sequence of {offset + T} tokens exceeds block_size {self.args.block_size}")
-        if pad:
-            if cache:
-                raise ValueError("pad is for training: it cannot be combined with a KV cache")
-            idx = mx.concatenate([idx, mx.zeros((B, pad), idx.dtype)], axis=1)
-        x = self.drop(self.wte(idx) + self.position_embedding(offset, T + pad))  # (B, T + pad, C)
+        x = self.embed(idx, offset)  # (B, T, C)
         for i, block in enumerate(self.h):
             x = block(x, cache[i] if cache else None)
-        x = self.ln_f(x)
-        if self.args.tie_embeddings:
-            logits = self.wte.as_linear(x)  # reuse the embedding matrix: logits = x @ wte^T
-        else:
-            logits = self.lm_head(x)
-        return logits[:, :T] if pad else logits
+        return self.unembed(self.ln_f(x))
 
-    def make_cache(self, static: bool = False, batch: int = 1) -> list[KVCache] | list[StaticKVCache]:
-        """One cache per layer; static=True for compiled decoding (StaticKVCache)."""
-        if static:
-            a = self.args
-            return [StaticKVCache(batch, a.n_head, a.block_size, a.head_dim, self.wte.weight.dtype) for _ in self.h]
+    def make_cache(self) -> list[KVCache]:
+        """One cache per layer, for generation."""
         return [KVCache() for _ in self.h]
 
     def num_params(self, non_embedding: bool = True) -> int:

@@ -18,6 +18,7 @@ from mlx.utils import tree_flatten
 
 from mlxgpt.fast.blas import setup_blas
 from mlxgpt.fast.device import configure_device, device_name, on_gpu
+from mlxgpt.fast.streams import step_factory
 from mlxgpt.checkpoint import find_checkpoint, load_checkpoint_tokenizer, load_model, load_training_state, read_config
 from mlxgpt.config import MODEL_FIELDS, PRESETS, TRAIN_FIELDS, ModelArgs, TrainArgs, default_preset_name
 from mlxgpt.data import Dataset, is_stdin, read_text, rereadable_path, resolve_data, split_text
@@ -102,10 +103,13 @@ def prepare_run(options: TrainOptions) -> tuple[Run, RunStarted]:
                           "save the text to a file and pass its path")
     run, started = _prepare_resume(options, world) if options.resume else _prepare_new(options)
     run.world = world
-    # ranks on one machine share its cores (assume all are local: the common case; --cpu-streams overrides)
-    settings = configure_device(options.streams, processes=world.size)
-    run.streams = settings.streams
-    started.parallelism = settings.describe() + (f", {world.size} ranks" if world.size > 1 else "")
+    if options.plain:
+        run.plain, parallelism = True, "plain: the textbook step, no mlxgpt/fast"
+    else:
+        # ranks on one machine share its cores (assume all are local: the common case; --cpu-streams overrides)
+        settings = configure_device(options.streams, processes=world.size)
+        run.make_step, parallelism = step_factory(settings.streams), settings.describe()
+    started.parallelism = parallelism + (f", {world.size} ranks" if world.size > 1 else "")
     started.tokens_per_iter *= world.size
     started.world_size = world.size
     check_same_across_ranks(world, int(run.data.train[:100_000].sum()) + len(run.data.train), "the training data")
@@ -216,12 +220,14 @@ def _resume_command(out: Path) -> str:
 def _started(run: Run, preset: str, note: str) -> RunStarted:
     model, args = run.model, run.args
     n_params = model.num_params()
-    return RunStarted(str(run.out_dir), preset, note, device_name(), setup_blas().describe(), "",
-                      vars(model.args).copy(), dataclasses.asdict(args), run.tokenizer.kind,
-                      run.tokenizer.vocab_size, n_params, model.num_params(non_embedding=False),
-                      len(run.data.train), len(run.data.val), run.state.iter,
-                      args.batch_size * args.grad_accum * model.args.block_size,
-                      flops_per_token(model.args, n_params))
+    return RunStarted(out_dir=str(run.out_dir), preset=preset, preset_note=note, device=device_name(),
+                      blas=setup_blas().describe(), parallelism="", model_args=vars(model.args).copy(),
+                      train_args=dataclasses.asdict(args), tokenizer=run.tokenizer.kind,
+                      vocab_size=run.tokenizer.vocab_size, n_params=n_params,
+                      n_params_total=model.num_params(non_embedding=False), train_tokens=len(run.data.train),
+                      val_tokens=len(run.data.val), start_iter=run.state.iter,
+                      tokens_per_iter=args.batch_size * args.grad_accum * model.args.block_size,
+                      flops_per_token=flops_per_token(model.args, n_params))
 
 
 def run_training(options: TrainOptions, renderer: EventHandler) -> RunFinished:

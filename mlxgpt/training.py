@@ -1,11 +1,18 @@
 """The training loop: a compiled step, the learning-rate schedule, evaluation, checkpoints.
 
-It reports what happens as events (events.py) and knows nothing of screens.
+Read in this order: the loss, the optimizer and its schedule, the compiled step,
+then `train()`, the loop itself. It reports what happens as events (events.py) and
+knows nothing of screens. mlxgpt/fast may plug its own step into the loop (Run.make_step).
+
+Coming from PyTorch: MLX is functional and lazy. `nn.value_and_grad(model, loss_fn)`
+returns a function that computes the loss *and* the gradients with respect to the
+model's parameters (no .backward(), no .grad on tensors); operations only build a
+graph until `mx.eval` runs it; and `mx.compile` turns the whole step into one graph
+that MLX can fuse and replay, with the model, optimizer and RNG declared as state.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 import signal
 import time
@@ -19,7 +26,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
-from mlx.utils import tree_flatten, tree_map
+from mlx.utils import tree_map
 
 from mlxgpt.checkpoint import save_checkpoint
 from mlxgpt.config import TrainArgs
@@ -32,9 +39,16 @@ from mlxgpt.model import GPT
 from mlxgpt.tokenizers import Tokenizer
 
 
+def loss_fn(model: GPT, x: mx.array, y: mx.array) -> mx.array:
+    """Mean next-token cross-entropy in nats, over every position of every row."""
+    return nn.losses.cross_entropy(model(x), y, reduction="mean")
+
+
 def lr_schedule(args: TrainArgs) -> Callable[[mx.array], mx.array]:
     """nanoGPT's schedule: linear warmup to lr, then cosine decay to min_lr by decay_iters.
 
+    Warmup keeps the first, largest and least informed updates small while AdamW's
+    moment estimates settle; the cosine then lowers the step size as the loss flattens.
     Built from mlx.optimizers schedules, so the step count (and thus the lr)
     lives in the optimizer state and survives a checkpoint."""
     cosine = optim.cosine_decay(args.lr, max(1, args.decay_iters - args.warmup_iters), end=args.min_lr)
@@ -45,153 +59,52 @@ def lr_schedule(args: TrainArgs) -> Callable[[mx.array], mx.array]:
     return optim.join_schedules([warmup, cosine], [args.warmup_iters])
 
 
-def _same(f: Callable) -> Callable:
-    return f
-
-
-def cpu_streams(count: int) -> list[mx.Stream]:
-    """The default stream and count - 1 new ones on the default device."""
-    device = mx.default_device()
-    return [mx.default_stream(device)] + [mx.new_stream(device) for _ in range(count - 1)]
-
-
-def dealer(streams: list[mx.Stream]) -> Callable[[Callable], Callable]:
-    """deal(f): f, applied to one parameter's arrays, on the next of `streams` in turn
-    (parameter i on stream i mod n). With one stream, f itself."""
-    if len(streams) < 2:
-        return _same
-    turns = itertools.cycle(streams)
-
-    def deal(f: Callable) -> Callable:
-        def on_next_stream(*arrays: Any) -> Any:
-            with mx.stream(next(turns)):
-                return f(*arrays)
-        return on_next_stream
-    return deal
-
-
-class AdamW(optim.AdamW):
-    """MLX's AdamW, able to deal its per-parameter updates out over several streams.
-
-    On a CPU each MLX stream is one thread: an update computed on one stream uses one
-    core while the others wait. `deal` (set by deal_updates) decides where each
-    parameter's update runs; by default, where the caller is. Same arithmetic."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.deal: Callable[[Callable], Callable] = _same
-
-    def apply_single(self, gradient: mx.array, parameter: mx.array, state: dict) -> mx.array:
-        return self.deal(super().apply_single)(gradient, parameter, state)
-
-
 def build_optimizer(args: TrainArgs) -> optim.MultiOptimizer:
     """AdamW with weight decay on matrices (>= 2-D: matmul weights, embeddings) only,
-    not on biases and LayerNorm gains (nanoGPT's configure_optimizers)."""
-    schedule = lr_schedule(args)
-    adamw = partial(AdamW, learning_rate=schedule, betas=[args.beta1, args.beta2], eps=1e-8,
+    not on biases and LayerNorm gains (nanoGPT's configure_optimizers): decay pulls
+    weights towards zero, which regularises a matrix but would only fight a gain."""
+    adamw = partial(optim.AdamW, learning_rate=lr_schedule(args), betas=[args.beta1, args.beta2], eps=1e-8,
                     bias_correction=True)  # PyTorch's AdamW corrects the moment estimates' bias
     return optim.MultiOptimizer([adamw(weight_decay=args.weight_decay), adamw(weight_decay=0.0)],
                                 [lambda path, weight: weight.ndim >= 2])
 
 
-def loss_fn(model: GPT, x: mx.array, y: mx.array, pad: int = 0) -> mx.array:
-    """Mean next-token cross-entropy in nats (pad: see GPT.__call__)."""
-    return nn.losses.cross_entropy(model(x, pad=pad), y, reduction="mean")
-
-
-def global_norm(grads: Any, deal: Callable[[Callable], Callable] = _same) -> mx.array:
-    """sqrt of the sum of all squared gradient entries; `deal` places the per-gradient part."""
-    squares = tree_flatten(tree_map(deal(lambda g: mx.sum(g * g)), grads))
-    return mx.sqrt(sum(square for _, square in squares))
-
-
-def clip_grad_norm(grads: Any, max_norm: float, deal: Callable[[Callable], Callable] = _same) -> tuple[Any, mx.array]:
-    """optim.clip_grad_norm's arithmetic (scale by min(1, max_norm / (norm + 1e-6)), as
-    PyTorch does), with each gradient's share placed by `deal(f)`."""
-    norm = global_norm(grads, deal)
-    normalizer = mx.minimum(max_norm / (norm + 1e-6), 1.0)
-    return tree_map(deal(lambda g: g * normalizer), grads), norm
-
-
-def deal_updates(optimizer: optim.Optimizer, deal: Callable[[Callable], Callable]) -> None:
-    """Let mlxgpt's AdamW (alone or inside a MultiOptimizer) place its updates with `deal`."""
-    for adamw in getattr(optimizer, "optimizers", [optimizer]):
-        if isinstance(adamw, AdamW):
-            adamw.deal = deal
-
-
-def sharded_loss_and_grad(loss_and_grad: Callable, model: GPT, x: mx.array, y: mx.array,
-                          streams: list[mx.Stream], deal: Callable[[Callable], Callable] = _same) -> tuple[mx.array, Any]:
-    """Loss and gradients of the batch (x, y), its shards computed concurrently, one per stream.
-
-    The loss is a mean over tokens, so the batch's gradient is the size-weighted mean
-    of the shards' gradients (same math, float-level differences only).
-
-    Shard i runs with i padding positions (GPT.__call__'s pad; its logits are dropped).
-    mx.compile's graph simplification merges nodes that have the same operation and
-    inputs without comparing their streams, so with equal shapes each constant-only node
-    (a scalar broadcast to the activations' shape, ...) would exist once, on the first
-    shard's stream: the others could not fuse it into their kernels and would wait for
-    that stream. One extra position per shard makes the shapes differ; on a 2-core CPU
-    that made the baby step 3-7% and the shakespeare-char step 14% faster
-    (docs/benchmarks.md, "mx.compile merges the two shards' identical nodes")."""
-    batch = x.shape[0]
-    if len(streams) == 1 or batch < 2:
-        return loss_and_grad(model, x, y)
-    shards = min(len(streams), batch)
-    bounds = [batch * i // shards for i in range(shards + 1)]
-    results, weights = [], []
-    for pad, (stream, lo, hi) in enumerate(zip(streams, bounds[:-1], bounds[1:])):
-        with mx.stream(stream):
-            results.append(loss_and_grad(model, x[lo:hi], y[lo:hi], pad=pad))
-        weights.append((hi - lo) / batch)
-    loss = sum(w * shard_loss for w, (shard_loss, _) in zip(weights, results))
-    grads = tree_map(deal(lambda *gs: sum(w * g for w, g in zip(weights, gs))), *[g for _, g in results])
-    return loss, grads
-
-
-def clip_and_update(model: GPT, optimizer: optim.Optimizer, grads: Any, grad_clip: float,
-                    deal: Callable[[Callable], Callable] = _same) -> mx.array:
-    """Clip the gradients (grad_clip > 0), apply the optimizer; returns the norm before clipping."""
-    if grad_clip > 0:
-        grads, norm = clip_grad_norm(grads, grad_clip, deal)
-    else:
-        norm = global_norm(grads, deal)
+def clip_and_update(model: GPT, optimizer: optim.Optimizer, grad_clip: float, grads: Any) -> mx.array:
+    """Scale the gradients down if their global norm exceeds grad_clip (0: never), apply the
+    optimizer, and return the norm before clipping (the dashboard shows it)."""
+    grads, norm = optim.clip_grad_norm(grads, grad_clip if grad_clip > 0 else math.inf)
     optimizer.update(model, grads)
     return norm
 
 
-def make_train_step(model: GPT, optimizer: optim.Optimizer, grad_clip: float, streams: int = 1,
-                    world: World = SINGLE):
+StepFactory = Callable[..., tuple[Callable[[mx.array, mx.array], tuple[mx.array, mx.array]], list]]
+
+
+def make_train_step(model: GPT, optimizer: optim.Optimizer, grad_clip: float, world: World = SINGLE, *,
+                    loss_and_grad: Callable | None = None, update: Callable | None = None):
     """One optimizer step over `accum` micro-batches, compiled into a single graph.
 
     The model's parameters, the optimizer's moments and MLX's RNG (dropout) are
-    declared as state so the compiled function may read and replace them.
-
-    streams > 1 splits each micro-batch into shards computed on separate MLX
-    streams, which run concurrently (sharded_loss_and_grad): on a CPU that is how
-    non-matmul ops use more than one core. Everything after the backward pass
-    (combining the shards, clipping, AdamW) is elementwise per parameter, so it is
-    dealt out too: parameter i on stream i mod n (dealer).
+    declared as state so the compiled function may read and replace them; the caller
+    then runs it all with one mx.eval per step (mlx-examples' transformer_lm).
 
     In a distributed run every rank computes gradients on its own batch and they
     are averaged across ranks inside the compiled step, before clipping, so all
-    ranks apply the same update and keep identical parameters."""
+    ranks apply the same update and keep identical parameters.
+
+    mlxgpt/fast/streams.py passes its own `loss_and_grad(model, x, y)` (the batch split
+    over CPU streams) and `update(grads) -> norm` (dealt out over them): same math."""
     state = [model.state, optimizer.state, mx.random.state]
-    loss_and_grad = nn.value_and_grad(model, loss_fn)
-    shard_streams = cpu_streams(streams)
-    deal = dealer(shard_streams)
-    deal_updates(optimizer, deal)
-    batch_loss_and_grad = partial(sharded_loss_and_grad, loss_and_grad, model, streams=shard_streams, deal=deal)
+    loss_and_grad = loss_and_grad or nn.value_and_grad(model, loss_fn)
+    update = update or partial(clip_and_update, model, optimizer, grad_clip)
 
     @partial(mx.compile, inputs=state, outputs=state)
     def step(x: mx.array, y: mx.array) -> tuple[mx.array, mx.array]:
         # x, y: (accum, B, T). Gradient accumulation: average the micro-batch gradients.
         accum = x.shape[0]
-        loss, grads = batch_loss_and_grad(x[0], y[0])
+        loss, grads = loss_and_grad(model, x[0], y[0])
         for i in range(1, accum):
-            micro_loss, micro_grads = batch_loss_and_grad(x[i], y[i])
+            micro_loss, micro_grads = loss_and_grad(model, x[i], y[i])
             loss = loss + micro_loss
             grads = tree_map(mx.add, grads, micro_grads)
         if accum > 1:
@@ -200,7 +113,7 @@ def make_train_step(model: GPT, optimizer: optim.Optimizer, grad_clip: float, st
         if world.size > 1:
             grads = nn.average_gradients(grads, group=world.group)
             loss = mx.distributed.all_sum(loss, group=world.group) / world.size
-        return loss, clip_and_update(model, optimizer, grads, grad_clip, deal)
+        return loss, update(grads)
 
     return step, state
 
@@ -208,13 +121,6 @@ def make_train_step(model: GPT, optimizer: optim.Optimizer, grad_clip: float, st
 def make_eval_loss(model: GPT):
     """Compiled mean loss of a batch, for evaluation (no gradients, no dropout)."""
     return mx.compile(partial(loss_fn, model), inputs=model.state)
-
-
-def fixed_batches(ids: np.ndarray, args: TrainArgs, block_size: int, seed: int) -> list[tuple[mx.array, mx.array]]:
-    """The same eval batches every time: eval curves compare like with like, and
-    --resume needs no eval RNG state."""
-    x, y = BatchSampler(ids, args.batch_size, block_size, seed).next(args.eval_iters)
-    return [(mx.array(x[i]), mx.array(y[i])) for i in range(args.eval_iters)]
 
 
 @dataclass
@@ -251,69 +157,9 @@ class Run:
     config_extra: dict[str, Any]  # saved into config.json (preset, data path, ...)
     state: LoopState = field(default_factory=LoopState)
     resume_command: str = ""
-    streams: int = 1  # batch shards run concurrently (see make_train_step)
     world: World = SINGLE  # this process's rank among the training processes
-
-
-class StopRequests:
-    """Ctrl-C asks the loop to stop at the next step boundary (so the checkpoint it
-    saves is consistent); a second Ctrl-C stops at once."""
-
-    def __init__(self) -> None:
-        self.requested = False
-
-    def _handler(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-
-@contextmanager
-def stop_on_interrupt() -> Iterator[StopRequests]:
-    stop = StopRequests()
-    try:
-        previous = signal.signal(signal.SIGINT, stop._handler)
-    except ValueError:  # not the main thread: no signal handling, Ctrl-C behaves as usual
-        yield stop
-        return
-    try:
-        yield stop
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def _save(run: Run, which: str, on_event: EventHandler) -> None:
-    if not run.world.is_main:
-        return  # rank 0 writes; the others hold identical parameters
-    state = run.state
-    path = save_checkpoint(run.out_dir / which, run.model, run.tokenizer, train_args=asdict(run.args),
-                           extra=run.config_extra, optimizer_state=run.optimizer.state, state=state.to_dict())
-    on_event(CheckpointSaved(state.iter, which, str(path)))
-
-
-def mean_loss(eval_loss, batches: list[tuple[mx.array, mx.array]]) -> float:
-    """nanoGPT's estimate: the mean of the batches' losses, all evaluated in one go."""
-    values = [eval_loss(x, y) for x, y in batches]
-    mx.eval(values)
-    return float(np.mean([v.item() for v in values]))
-
-
-def _evaluate(run: Run, eval_loss, batches: dict[str, list]) -> dict[str, float]:
-    run.model.eval()
-    losses = {split: mean_loss(eval_loss, split_batches) for split, split_batches in batches.items()}
-    run.model.train()
-    return dict(zip(losses, mean_across(run.world, list(losses.values()))))
-
-
-def step_seed(seed: int, iteration: int) -> int:
-    """MLX's global RNG cannot be saved and restored, so each step reseeds it
-    from (seed, step): --resume then draws the very same dropout masks."""
-    return int(np.random.SeedSequence([seed, iteration]).generate_state(1)[0])
-
-
-def bits_per_char(loss_per_token: float, tokens: int, chars: int) -> float:
-    """Total nats over the split / characters / ln 2: comparable across tokenizers."""
-    return loss_per_token * tokens / chars / math.log(2)
+    make_step: StepFactory = make_train_step  # mlxgpt/fast plugs its own in here
+    plain: bool = False  # --plain: samples too are drawn without mlxgpt/fast
 
 
 def train(run: Run, on_event: EventHandler) -> RunFinished:
@@ -325,7 +171,7 @@ def train(run: Run, on_event: EventHandler) -> RunFinished:
     sampler = BatchSampler(run.data.train, args.batch_size, block_size, args.seed, rank)
     eval_batches = {"train": fixed_batches(run.data.train, args, block_size, args.seed + 1 + 2 * rank),
                     "val": fixed_batches(run.data.val, args, block_size, args.seed + 2 + 2 * rank)}
-    step, step_state = make_train_step(model, run.optimizer, args.grad_clip, run.streams, run.world)
+    step, step_state = run.make_step(model, run.optimizer, args.grad_clip, run.world)
     eval_loss = make_eval_loss(model)
     tokens_per_iter = args.batch_size * args.grad_accum * block_size * run.world.size
     state.world_size = run.world.size
@@ -352,11 +198,12 @@ def train(run: Run, on_event: EventHandler) -> RunFinished:
                 if is_best:
                     state.best_val_loss, state.best_val_bpc = losses["val"], bpc
                 state.last_val_loss, state.evaluated_at = losses["val"], state.iter
-                on_event(EvalDone(state.iter, losses["train"], losses["val"], bpc, _current_lr(run.optimizer),
-                                  tokens_done / train_seconds if train_seconds else 0.0,
-                                  state.best_val_loss, is_best))
+                on_event(EvalDone(iter=state.iter, train_loss=losses["train"], val_loss=losses["val"], val_bpc=bpc,
+                                  lr=_current_lr(run.optimizer),
+                                  tokens_per_s=tokens_done / train_seconds if train_seconds else 0.0,
+                                  best_val_loss=state.best_val_loss, is_best=is_best))
                 if args.sample_tokens > 0 and run.world.is_main:
-                    on_event(SampleGenerated(state.iter, args.sample_prompt, _sample(run)))
+                    on_event(SampleGenerated(iter=state.iter, prompt=args.sample_prompt, text=_sample(run)))
                 if is_best:
                     _save(run, "best", on_event)
                 _save(run, "latest", on_event)
@@ -387,19 +234,23 @@ def train(run: Run, on_event: EventHandler) -> RunFinished:
             tokens_done += tokens_per_iter
             if state.iter % args.log_interval == 0 or state.iter == 1:
                 last_loss, last_norm = loss.item(), norm.item()
-                on_event(StepLogged(state.iter, args.max_iters, last_loss, _current_lr(run.optimizer), last_norm,
-                                    1000 * interval_seconds / interval_steps,
-                                    tokens_per_iter * interval_steps / interval_seconds,
-                                    time.perf_counter() - started,
-                                    mx.get_active_memory() / 2**20, mx.get_peak_memory() / 2**20))
+                on_event(StepLogged(iter=state.iter, max_iters=args.max_iters, train_loss=last_loss,
+                                    lr=_current_lr(run.optimizer), grad_norm=last_norm,
+                                    ms_per_iter=1000 * interval_seconds / interval_steps,
+                                    tokens_per_s=tokens_per_iter * interval_steps / interval_seconds,
+                                    elapsed_s=time.perf_counter() - started,
+                                    active_memory_mb=mx.get_active_memory() / 2**20,
+                                    peak_memory_mb=mx.get_peak_memory() / 2**20))
                 interval_seconds, interval_steps = 0.0, 0
 
     if diverged:
         reason = "diverged"
-    finished = RunFinished(state.iter, reason, state.best_val_loss, state.best_val_bpc, state.last_val_loss,
-                           train_seconds, time.perf_counter() - started,
-                           tokens_done / train_seconds if train_seconds else 0.0, str(run.out_dir),
-                           run.resume_command if reason == "interrupted" else None, message=diverged)
+    finished = RunFinished(iter=state.iter, reason=reason, best_val_loss=state.best_val_loss,
+                           best_val_bpc=state.best_val_bpc, final_val_loss=state.last_val_loss,
+                           train_seconds=train_seconds, wall_seconds=time.perf_counter() - started,
+                           tokens_per_s=tokens_done / train_seconds if train_seconds else 0.0,
+                           out_dir=str(run.out_dir),
+                           resume_command=run.resume_command if reason == "interrupted" else None, message=diverged)
     on_event(finished)
     return finished
 
@@ -419,10 +270,78 @@ def _current_lr(optimizer: optim.MultiOptimizer) -> float:
     return lr.item() if isinstance(lr, mx.array) else float(lr)
 
 
+def fixed_batches(ids: np.ndarray, args: TrainArgs, block_size: int, seed: int) -> list[tuple[mx.array, mx.array]]:
+    """The same eval batches every time: eval curves compare like with like, and
+    --resume needs no eval RNG state."""
+    x, y = BatchSampler(ids, args.batch_size, block_size, seed).next(args.eval_iters)
+    return [(mx.array(x[i]), mx.array(y[i])) for i in range(args.eval_iters)]
+
+
+def mean_loss(eval_loss, batches: list[tuple[mx.array, mx.array]]) -> float:
+    """nanoGPT's estimate: the mean of the batches' losses, all evaluated in one go."""
+    values = [eval_loss(x, y) for x, y in batches]
+    mx.eval(values)
+    return float(np.mean([v.item() for v in values]))
+
+
+def _evaluate(run: Run, eval_loss, batches: dict[str, list]) -> dict[str, float]:
+    run.model.eval()
+    losses = {split: mean_loss(eval_loss, split_batches) for split, split_batches in batches.items()}
+    run.model.train()
+    return dict(zip(losses, mean_across(run.world, list(losses.values()))))
+
+
+def step_seed(seed: int, iteration: int) -> int:
+    """MLX's global RNG cannot be saved and restored, so each step reseeds it
+    from (seed, step): --resume then draws the very same dropout masks."""
+    return int(np.random.SeedSequence([seed, iteration]).generate_state(1)[0])
+
+
+def bits_per_char(loss_per_token: float, tokens: int, chars: int) -> float:
+    """Total nats over the split / characters / ln 2: comparable across tokenizers."""
+    return loss_per_token * tokens / chars / math.log(2)
+
+
+def _save(run: Run, which: str, on_event: EventHandler) -> None:
+    if not run.world.is_main:
+        return  # rank 0 writes; the others hold identical parameters
+    state = run.state
+    path = save_checkpoint(run.out_dir / which, run.model, run.tokenizer, train_args=asdict(run.args),
+                           extra=run.config_extra, optimizer_state=run.optimizer.state, state=state.to_dict())
+    on_event(CheckpointSaved(iter=state.iter, which=which, path=str(path)))
+
+
+class StopRequests:
+    """Ctrl-C asks the loop to stop at the next step boundary (so the checkpoint it
+    saves is consistent); a second Ctrl-C stops at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def _handler(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+
+@contextmanager
+def stop_on_interrupt() -> Iterator[StopRequests]:
+    stop = StopRequests()
+    try:
+        previous = signal.signal(signal.SIGINT, stop._handler)
+    except ValueError:  # not the main thread: no signal handling, Ctrl-C behaves as usual
+        yield stop
+        return
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _sample(run: Run) -> str:
     """A short sample from a fixed prompt and seed, so samples show progress, not luck.
     It uses its own RNG key, so the training RNG (and --resume) is untouched."""
     args = run.args
     pieces = generate(run.model, run.tokenizer, args.sample_prompt, args.sample_tokens,
-                      temperature=0.8, seed=args.seed)
+                      temperature=0.8, seed=args.seed, fast=not run.plain)
     return "".join(piece.text for piece in pieces)

@@ -26,7 +26,7 @@ def train(world, batches) -> dict:
     mx.random.seed(0)
     model = GPT(ModelArgs(vocab_size=VOCAB, block_size=BLOCK, n_layer=2, n_head=2, n_embd=32))
     optimizer = build_optimizer(TrainArgs(lr=1e-2, warmup_iters=1, max_iters=STEPS))
-    step, state = make_train_step(model, optimizer, grad_clip=1.0, streams=1, world=world)
+    step, state = make_train_step(model, optimizer, grad_clip=1.0, world=world)
     for x, y in batches:
         loss, _ = step(mx.array(x), mx.array(y))
         mx.eval(state, loss)

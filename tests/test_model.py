@@ -11,7 +11,7 @@ from conftest import TINY_MODEL
 
 from mlxgpt.config import ModelArgs
 from mlxgpt.errors import MlxgptError
-from mlxgpt.model import GPT, KVCache, StaticKVCache, attention_weights, sinusoidal_positions
+from mlxgpt.model import GPT, KVCache, attention_weights, sinusoidal_positions
 from mlxgpt.training import loss_fn
 
 VOCAB = 20
@@ -71,77 +71,10 @@ def test_attention_weights_are_causal_rows_of_probabilities():
     for i in range(3):  # query i sits at absolute position 2 + i
         assert (w[..., i, 3 + i:] == 0).all()
         assert (w[..., i, : 3 + i] > 0).all()
-    # the same queries placed explicitly (as a StaticKVCache does, start as an array)
+    # the same queries placed explicitly (as mlxgpt/fast's StaticKVCache does, start as an array)
     np.testing.assert_array_equal(np.array(attention_weights(q, k, 0.5, mx.array([2]))), w)
 
 
-@pytest.mark.parametrize("static", [False, True])
-@pytest.mark.parametrize("pos_embedding", ["learned", "sinusoidal"])
-def test_cached_chunks_give_the_same_logits_as_one_full_forward(pos_embedding, static):
-    """Feeding a sequence in pieces through the KV cache (several tokens at a time,
-    so the causal mask must be aligned to the cache's end) equals one forward pass.
-    A StaticKVCache attends over all its slots: the mask must hide the unfilled ones."""
-    model = tiny_model(pos_embedding=pos_embedding)
-    idx = mx.array(np.random.default_rng(3).integers(0, VOCAB, size=(1, 16)))
-    full = np.array(model(idx))
-    cache = model.make_cache(static=static)
-    pieces = [np.array(model(idx[:, a:b], cache)) for a, b in ((0, 5), (5, 9), (9, 10), (10, 16))]
-    assert int(np.array(cache[0].offset).item()) == 16
-    np.testing.assert_allclose(np.concatenate(pieces, axis=1), full, rtol=0, atol=1e-5)
-
-
-def test_compiled_static_cache_step_matches_the_eager_forward():
-    """generate.py's decoding step: one token through a StaticKVCache inside mx.compile
-    (the cache's arrays as compile state) gives the full forward's logits at every
-    position, with one trace for all of them; reset() empties the cache for reuse."""
-    model = tiny_model()
-    idx = mx.array(np.random.default_rng(6).integers(0, VOCAB, size=(1, 16)))
-    full = np.array(model(idx))[0]
-    cache = model.make_cache(static=True)
-    state = [layer.state for layer in cache]
-    traces = []
-
-    def one_token(token: mx.array) -> mx.array:
-        traces.append(1)
-        return model(token.reshape(1, 1), cache)[0, -1]
-
-    step = mx.compile(one_token, inputs=state, outputs=state)
-    for _ in range(2):
-        model(idx[:, :3], cache)  # an eager prefill of 3 tokens, then 13 compiled steps
-        logits = [np.array(step(idx[:, t])) for t in range(3, 16)]
-        np.testing.assert_allclose(np.stack(logits), full[3:], rtol=0, atol=1e-5)
-        for layer in cache:
-            layer.reset()
-    assert len(traces) == 1
-
-
-def test_static_kv_cache_writes_at_its_offset():
-    cache = StaticKVCache(batch=1, heads=2, capacity=8, head_size=4, dtype=mx.float32)
-    rng = np.random.default_rng(7)
-    chunks = [rng.normal(size=(1, 2, n, 4)).astype(np.float32) for n in (3, 1, 2)]
-    for chunk in chunks:
-        keys, values = cache.update_and_fetch(mx.array(chunk), mx.array(-chunk))
-    expected = np.concatenate(chunks, axis=2)
-    assert keys.shape == (1, 2, 8, 4) and cache.offset.item() == 6
-    np.testing.assert_array_equal(np.array(keys)[:, :, :6], expected)
-    np.testing.assert_array_equal(np.array(values)[:, :, :6], -expected)
-    cache.reset()
-    assert cache.offset.item() == 0
-
-
-@pytest.mark.parametrize("pos_embedding", ["learned", "sinusoidal"])
-def test_padding_positions_leave_the_logits_unchanged(pos_embedding):
-    """pad=k computes k extra positions past the end (even past block_size) and drops
-    them: earlier positions never see later ones, so the logits are the same."""
-    model = tiny_model(pos_embedding=pos_embedding)
-    idx = mx.array(np.random.default_rng(8).integers(0, VOCAB, size=(2, 16)))  # a full block
-    base = np.array(model(idx))
-    for pad in (1, 3):
-        padded = model(idx, pad=pad)
-        assert padded.shape == base.shape
-        np.testing.assert_allclose(np.array(padded), base, rtol=0, atol=1e-5)
-    with pytest.raises(ValueError, match="cache"):
-        model(idx[:, :4], model.make_cache(), pad=1)
 
 
 def test_more_tokens_than_block_size_is_refused():
@@ -205,7 +138,7 @@ def _flat(model: GPT):
 
 
 def _hidden(model: GPT, idx: mx.array) -> mx.array:
-    x = model.wte(idx) + model.position_embedding(0, idx.shape[1])
+    x = model.embed(idx)
     for block in model.h:
         x = block(x)
     return x
@@ -222,7 +155,7 @@ def test_sinusoidal_positions_follow_the_formula():
     assert model.num_params() == model.num_params(non_embedding=False)
 
 
-def test_kv_cache_grows_past_its_preallocation_and_trims():
+def test_kv_cache_grows_past_its_preallocation_and_resets():
     cache = KVCache()
     rng = np.random.default_rng(5)
     chunks = [rng.normal(size=(1, 2, n, 4)).astype(np.float32) for n in (200, 100, 1)]  # 301 > one 256 chunk
@@ -232,8 +165,10 @@ def test_kv_cache_grows_past_its_preallocation_and_trims():
     assert cache.offset == 301
     np.testing.assert_array_equal(np.array(keys), expected)
     np.testing.assert_array_equal(np.array(values), -expected)
-    assert cache.trim(50) == 50 and cache.offset == 251
-    np.testing.assert_array_equal(np.array(cache.state[0]), expected[:, :, :251])
+    cache.reset()
+    keys, _ = cache.update_and_fetch(mx.array(chunks[2]), mx.array(chunks[2]))
+    assert cache.offset == 1
+    np.testing.assert_array_equal(np.array(keys), chunks[2])
 
 
 @pytest.mark.parametrize("bad, message", [

@@ -25,7 +25,8 @@ from mlxgpt.bench import torch_ref  # noqa: E402
 from mlxgpt.bench.parity import check_parity, compare_trees  # noqa: E402
 from mlxgpt.config import ModelArgs, TrainArgs  # noqa: E402
 from mlxgpt.model import GPT  # noqa: E402
-from mlxgpt.training import build_optimizer, lr_schedule, make_train_step  # noqa: E402
+from mlxgpt.fast.streams import make_train_step as fast_train_step  # noqa: E402
+from mlxgpt.training import build_optimizer, lr_schedule  # noqa: E402
 
 TINY = dict(vocab_size=65, block_size=16, n_layer=2, n_head=2, n_embd=32, dropout=0.0)  # conftest's TINY_MODEL
 BATCH = 8  # conftest's TINY_BATCH: the same shapes, so MLX's compiled kernels are shared
@@ -108,7 +109,7 @@ def test_schedule_matches_nanogpt():
 
 def _mlx_steps(model: GPT, args: TrainArgs, xs: np.ndarray, ys: np.ndarray, streams: int = 1):
     optimizer = build_optimizer(args)
-    step, state = make_train_step(model, optimizer, args.grad_clip, streams)
+    step, state = fast_train_step(model, optimizer, args.grad_clip, streams)
     out = []
     for x, y in zip(xs, ys):
         loss, norm = step(mx.array(x), mx.array(y))

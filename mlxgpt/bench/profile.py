@@ -38,8 +38,9 @@ from mlxgpt.fast.device import configure_device, device_name
 from mlxgpt.bench.common import draw_batches, progress
 from mlxgpt.bench.runner import BenchConfig, mlx_model
 from mlxgpt.model import flops_per_token
-from mlxgpt.training import (build_optimizer, clip_and_update, cpu_streams, dealer, loss_fn,
-                             make_train_step, sharded_loss_and_grad)
+from mlxgpt.fast.streams import (clip_and_update, cpu_streams, dealer, make_train_step, padded_loss,
+                                 sharded_loss_and_grad)
+from mlxgpt.training import build_optimizer, loss_fn
 
 # How the graph's primitives are grouped in the report.
 KINDS = {
@@ -122,8 +123,10 @@ def profile_step(cfg: BenchConfig) -> ProfileReport:
     loss_and_grad = nn.value_and_grad(model, loss_fn)
     compiled = lambda f: mx.compile(f, inputs=model.state, outputs=model.state)
 
+    padded_loss_and_grad = nn.value_and_grad(model, padded_loss)
+
     def all_streams() -> tuple[Any, mx.array]:
-        loss, grads = sharded_loss_and_grad(loss_and_grad, model, x, y, streams, deal)
+        loss, grads = sharded_loss_and_grad(padded_loss_and_grad, model, x, y, streams, deal)
         return grads, loss  # gradients first, for the same reason as in full_step below
 
     optimizer = build_optimizer(cfg.train)  # make_train_step below deals its updates over the streams
