@@ -1,7 +1,9 @@
 """Command line: `mlxgpt train|generate ...`, `python -m mlxgpt ...`, `python train.py ...`.
 
-Every flag is parsed here and nowhere else. User mistakes become one line on
-stderr and a non-zero exit status, never a traceback.
+Every command's flags are parsed here (the benchmark's and the inspect views'
+live with them; the flags several commands share are defined once, in flags.py).
+User mistakes become one line on stderr and a non-zero exit status, never a
+traceback.
 """
 
 from __future__ import annotations
@@ -11,8 +13,13 @@ import os
 import sys
 from typing import Callable, Sequence
 
+from mlxgpt import bench
 from mlxgpt.config import PRESETS, TrainArgs
 from mlxgpt.errors import MlxgptError
+from mlxgpt.flags import (add_batch_size_argument, add_checkpoint_argument, add_cpu_streams_argument,
+                          add_data_argument, add_model_shape_arguments, add_plain_argument, add_preset_argument,
+                          add_seed_argument)
+from mlxgpt.inspect.cli import add_inspect_arguments, cmd_inspect
 
 EXIT_USAGE = 2
 
@@ -31,30 +38,14 @@ def _formatter(prog: str) -> argparse.HelpFormatter:
 # ---------------------------------------------------------------- train
 
 
-def add_plain_argument(g: argparse._ActionsGroup) -> None:
-    g.add_argument("--plain", action="store_true",
-                   help="the textbook path only: none of mlxgpt/fast's speed tricks (CPU streams, compiled decoding, "
-                        "fused attention); same results, for reading, checking and comparing")
-
-
-def add_model_shape_arguments(g: argparse._ArgumentGroup) -> None:
-    """The model-shape flags shared by train and bench (defaults None: the preset's)."""
-    g.add_argument("--n-layer", type=int, help="transformer blocks")
-    g.add_argument("--n-head", type=int, help="attention heads per block")
-    g.add_argument("--n-embd", type=int, help="embedding width (divisible by --n-head)")
-    g.add_argument("--block-size", type=int, help="context length in tokens")
-    g.add_argument("--dropout", type=float, help="dropout probability during training")
-    g.add_argument("--bias", action=argparse.BooleanOptionalAction, default=None, help="biases in Linear/LayerNorm")
-
-
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     presets = "; ".join(f"{name}: {preset.description}" for name, preset in PRESETS.items())
     p.description = (f"Train a GPT on a text file. Presets: {presets}. Without --preset: shakespeare-char on "
                      "a GPU, baby on a CPU. Model and training flags override the preset (default None = preset's).")
     g = p.add_argument_group("data and run")
-    g.add_argument("--data", help="UTF-8 text file to train on, - for standard input, or 'shakespeare' to "
-                                  "download tiny Shakespeare once")
-    g.add_argument("--preset", choices=sorted(PRESETS), help="starting configuration (see above)")
+    add_data_argument(g, "UTF-8 text file to train on, - for standard input, or 'shakespeare' for tiny Shakespeare "
+                         "(it ships with mlxgpt)")
+    add_preset_argument(g, "starting configuration (see above)")
     g.add_argument("--out", help="run directory (default out/<data-name>, a new one if that holds a run)")
     g.add_argument("--resume", action="store_true", help="continue the run in --out from its latest/ checkpoint")
     g.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
@@ -67,8 +58,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sp-model-type", choices=["bpe", "unigram"], help="SentencePiece algorithm (default bpe)")
     g.add_argument("--no-ui", action="store_true", help="plain log lines even in a terminal")
     add_plain_argument(g)
-    g.add_argument("--cpu-streams", type=int, help="CPU only: split each batch over this many concurrent "
-                                                   "MLX streams (default: one per core, at most 4)")
+    add_cpu_streams_argument(g)
 
     g = p.add_argument_group("model (override the preset)")
     add_model_shape_arguments(g)
@@ -78,7 +68,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
     g = p.add_argument_group("training (override the preset)")
     g.add_argument("--max-iters", type=int, help="optimizer steps")
-    g.add_argument("--batch-size", type=int, help="sequences per micro-batch")
+    add_batch_size_argument(g)
     g.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step")
     g.add_argument("--lr", type=float, help="peak learning rate")
     g.add_argument("--min-lr", type=float, help="learning rate at the end of the cosine decay")
@@ -90,7 +80,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--eval-interval", type=int, help="steps between evaluations and checkpoints")
     g.add_argument("--eval-iters", type=int, help="batches per split in each evaluation")
     g.add_argument("--log-interval", type=int, help="steps between log lines")
-    g.add_argument("--seed", type=int, help="seed for weights, batches and dropout (default 1337)")
+    add_seed_argument(g, f"seed for weights, batches and dropout (default {TrainArgs.seed})")
     g.add_argument("--time-budget", type=float, help="stop after this many seconds of wall-clock training (evaluations "
                    "included; then eval and save); the lr schedule still follows --max-iters, so pick "
                    "--max-iters that fit the budget")
@@ -156,8 +146,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.description = "Stream text from a trained model."
-    p.add_argument("--checkpoint", help="run directory (its best checkpoint) or checkpoint directory "
-                                        "(default: the most recent run under out/)")
+    add_checkpoint_argument(p)
     prompt = p.add_mutually_exclusive_group()  # both at once: one would be ignored without a word
     prompt.add_argument("--prompt", default="\n", help="text to continue")
     prompt.add_argument("--prompt-file", help="read the prompt from this UTF-8 file instead (- for standard input)")
@@ -166,7 +155,7 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-k", type=int, help="sample only from the k most likely tokens")
     p.add_argument("--top-p", type=float, help="sample from the smallest set with this much probability")
     p.add_argument("--min-p", type=float, help="drop tokens less likely than min-p x the most likely")
-    p.add_argument("--seed", type=int, help="random seed for reproducible samples")
+    add_seed_argument(p, "random seed for reproducible samples (sample i uses seed + i)")
     p.add_argument("--num-samples", type=int, default=1, help="independent samples to draw")
     p.add_argument("--stop", type=_unescape, help="stop a sample once this text appears (\\n and \\t are understood)")
     p.add_argument("--no-cache", action="store_true", help="recompute the whole context per token (slow; for comparison)")
@@ -256,62 +245,22 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.description = ("The loss of a trained model on its whole validation (or training) split: every token "
                      "predicted once, instead of training's estimate from --eval-iters random batches.")
-    p.add_argument("--checkpoint", help="run directory (its best checkpoint) or checkpoint directory "
-                                        "(default: the most recent run under out/)")
-    p.add_argument("--data", help="text to split 90/10 like training did, - for standard input (default: the text "
-                                  "the model was trained on)")
+    add_checkpoint_argument(p)
+    add_data_argument(p, "text to split 90/10 like training did, - for standard input, or a dataset name such as "
+                         "shakespeare (default: the text the model was trained on)")
     p.add_argument("--split", choices=["val", "train"], default="val", help="which part of that text")
     p.add_argument("--stride", type=int, help="tokens between window starts (default block_size: windows end to "
                                               "end, as in training's estimate; smaller gives each token more context)")
-    p.add_argument("--batch-size", type=int, default=32, help="windows per forward pass")
+    add_batch_size_argument(p, "windows per forward pass", default=32)
     p.add_argument("--draws", type=int, default=0,
                    help="also draw training's estimate (the run's --eval-iters random batches) this many times "
                         "and show its spread: how far the val loss printed while training moves by luck")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from mlxgpt.checkpoint import latest_run, load_model, load_checkpoint_tokenizer, read_config, resolve_checkpoint
-    from mlxgpt.data import Dataset, is_stdin, read_text, resolve_data
-    from mlxgpt.evaluate import estimate_spread, split_loss
-    from mlxgpt.tokenizers import UnknownCharactersError
+    from mlxgpt.evaluate import evaluate_checkpoint
 
-    directory = resolve_checkpoint(args.checkpoint or latest_run())
-    config = read_config(directory)
-    model, tokenizer = load_model(directory, config), load_checkpoint_tokenizer(directory, config)
-    block_size = model.args.block_size
-    if args.stride is not None and not 1 <= args.stride <= block_size:
-        raise MlxgptError(f"--stride must be between 1 and the model's block size ({block_size}), got {args.stride}")
-    if args.batch_size < 1:
-        raise MlxgptError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if args.draws < 0:
-        raise MlxgptError(f"--draws must be 0 or more, got {args.draws}")
-    if not (args.data or config.get("data")):
-        raise MlxgptError(f"{directory} does not name a text that can be read again (standard input cannot): "
-                          "pass --data PATH, or --data - with the text on standard input")
-    path = resolve_data(args.data or config["data"])
-    shown = "standard input" if is_stdin(path) else path
-    try:
-        data = Dataset.from_text(read_text(path), tokenizer, block_size)
-    except UnknownCharactersError as exc:
-        raise MlxgptError(f"{shown}: {exc}") from None
-    ids, chars = (data.val, data.val_chars) if args.split == "val" else (data.train, data.train_chars)
-    result = split_loss(model, ids, chars, args.stride, args.batch_size)
-    stride = args.stride or block_size
-    print(f"checkpoint  {directory}")
-    print(f"text        {shown}, {args.split} split: {chars:,} characters, {len(ids):,} tokens")
-    print(f"windows     {block_size} tokens, "
-          + ("end to end" if stride == block_size else f"every {stride} (each token sees at least "
-                                                       f"{block_size - stride} tokens of context)"))
-    print(f"{args.split} loss    {result.loss:.4f} nats/token   perplexity {result.perplexity:.3f}   "
-          f"{result.bits_per_char:.4f} bits/char   ({result.tokens:,} tokens predicted)")
-    if args.draws:
-        train_args = TrainArgs.from_dict(config.get("train", {}))  # the run's, or the defaults
-        eval_iters, eval_batch = train_args.eval_iters, train_args.batch_size
-        estimates = estimate_spread(model, ids, eval_batch, eval_iters, args.draws)
-        spread = f"sd {estimates.std(ddof=1):.4f}, " if args.draws > 1 else ""
-        print(f"estimate    {args.draws} draws of training's estimate ({eval_iters} random batches of "
-              f"{eval_batch}x{block_size}): mean {estimates.mean():.4f}, {spread}"
-              f"range {estimates.min():.4f} to {estimates.max():.4f}")
+    evaluate_checkpoint(args.checkpoint, args.data, args.split, args.stride, args.batch_size, args.draws)
     return 0
 
 
@@ -338,9 +287,6 @@ def cmd_launch(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- main
-
-from mlxgpt.inspect.cli import add_inspect_arguments, cmd_inspect  # noqa: E402 (the views' flags live with them)
-from mlxgpt import bench  # noqa: E402 (the benchmark's flags live with it; importing it loads no MLX or torch)
 
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]] = {
     "train": (add_train_arguments, cmd_train, "train a model on a text file"),

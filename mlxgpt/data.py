@@ -1,16 +1,17 @@
 """Text file -> token ids -> train/val arrays -> seeded random (B, T) batches.
 
 No prepare step: the text is read and encoded once at start-up (a second for
-tiny Shakespeare) and kept as a compact numpy array.
+tiny Shakespeare) and kept as a compact numpy array. Tiny Shakespeare ships
+inside the package (`--data shakespeare`), so the first run needs no network.
 """
 
 from __future__ import annotations
 
+import bz2
+import hashlib
 import os
 import stat
 import sys
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -20,13 +21,29 @@ import numpy as np
 from mlxgpt.errors import MlxgptError
 from mlxgpt.tokenizers import Tokenizer
 
-SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
-NAMED_DATASETS = {"shakespeare": ("shakespeare.txt", SHAKESPEARE_URL)}
 TRAIN_FRACTION = 0.9  # nanoGPT's split: first 90% train, last 10% validation
 STDIN = "-"  # --data - and --prompt-file - read standard input
 MAX_DATA_BYTES = 1 << 30  # 1 GiB: far beyond any text a GPT this size learns from, far below a runaway read
 MAX_PROMPT_BYTES = 1 << 20  # 1 MiB: a prompt is cut to the model's context anyway
 _READ_CHUNK = 1 << 24  # read in 16 MiB pieces, so a small text never allocates a buffer the size of the limit
+
+
+@dataclass(frozen=True)
+class PackagedText:
+    """A text that ships inside mlxgpt, bz2-compressed (the smallest the standard library writes), with the
+    SHA-256 of its UTF-8 bytes: every read checks it, so a damaged install fails instead of training on
+    another text."""
+
+    filename: str  # in DATASET_DIR
+    sha256: str
+
+
+DATASET_DIR = Path(__file__).with_name("datasets")
+DATASETS = {
+    # Karpathy's tiny Shakespeare (char-rnn's input.txt; public domain): 1,115,394 characters, 328 kB compressed
+    "shakespeare": PackagedText("shakespeare.txt.bz2",
+                                "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"),
+}
 
 
 @dataclass(frozen=True)
@@ -38,9 +55,11 @@ class TextSource:
     limit: int  # bytes
     purpose: str  # what the text is for, in "give it some text ..."
     alternative: str = ""  # another way to give the text, offered when the file is missing
+    datasets: bool = False  # whether the name of a packaged dataset (DATASETS) is accepted too
 
 
-DATA_TEXT = TextSource("data file", "--data", MAX_DATA_BYTES, "to learn from", " (or --data shakespeare)")
+DATA_TEXT = TextSource("data file", "--data", MAX_DATA_BYTES, "to learn from", " (or --data shakespeare)",
+                       datasets=True)
 PROMPT_TEXT = TextSource("prompt file", "--prompt-file", MAX_PROMPT_BYTES, "to continue")
 
 
@@ -49,10 +68,26 @@ def is_stdin(spec: str | os.PathLike) -> bool:
     return os.fspath(spec) == STDIN
 
 
+def dataset_name(spec: str | os.PathLike) -> str | None:
+    """`spec` if it names a dataset that ships with mlxgpt, else None. A path that exists wins over a
+    name: a file called `shakespeare` in the current directory is that file."""
+    name = os.fspath(spec)
+    return name if name in DATASETS and not os.path.lexists(name) else None
+
+
+def resolve_data(spec: str) -> Path:
+    """--data as a Path: "-" (standard input), a file (~ expanded), or a dataset name, which stays a bare
+    name (read_text reads it from the package; rereadable_path records it as is)."""
+    return Path(spec).expanduser()
+
+
 def rereadable_path(spec: str | os.PathLike) -> Path | None:
-    """The absolute path of a regular file that a later run (--resume, eval) can open again; None for
-    standard input, pipes, devices, and paths still under /proc or /dev/fd once symlinks are resolved
-    (such as <(cmd)), which name something else, or nothing, the next time."""
+    """What a later run (--resume, eval) can read again: a packaged dataset's name as is, or the absolute
+    path of a regular file. None for standard input, pipes, devices, and paths still under /proc or
+    /dev/fd once symlinks are resolved (such as <(cmd)), which name something else, or nothing, the
+    next time."""
+    if dataset_name(spec):
+        return Path(spec)
     if is_stdin(spec):
         return None
     path = Path(spec).expanduser().resolve()
@@ -64,56 +99,24 @@ def rereadable_path(spec: str | os.PathLike) -> Path | None:
         return None
 
 
-def cache_dir() -> Path:
-    """Where named datasets are kept: $MLXGPT_CACHE, else $XDG_CACHE_HOME/mlxgpt, else ~/.cache/mlxgpt."""
-    if os.environ.get("MLXGPT_CACHE"):
-        return Path(os.environ["MLXGPT_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "mlxgpt"
+def read_dataset(name: str) -> bytes:
+    """The UTF-8 bytes of a packaged dataset, decompressed and checked against the SHA-256 in DATASETS."""
+    dataset = DATASETS[name]
+    path = DATASET_DIR / dataset.filename
 
+    def damaged(problem: str) -> MlxgptError:
+        return MlxgptError(f"the copy of {name!r} that ships with mlxgpt ({path}) is damaged ({problem}): "
+                           "reinstall mlxgpt, or pass --data PATH to a copy of the text")
 
-def _cache_variable() -> str:
-    """The environment variable that chose cache_dir(), for messages (MLXGPT_CACHE when none did)."""
-    if os.environ.get("MLXGPT_CACHE") or not os.environ.get("XDG_CACHE_HOME"):
-        return "MLXGPT_CACHE"
-    return "XDG_CACHE_HOME"
-
-
-def resolve_data(spec: str) -> Path:
-    """A path (or "-") is used as is; a dataset name (e.g. "shakespeare") is downloaded once into the cache."""
-    path = Path(spec).expanduser()
-    if is_stdin(spec) or path.exists() or spec not in NAMED_DATASETS:
-        return path
-    filename, url = NAMED_DATASETS[spec]
-    directory = cache_dir()
-    target = directory / filename
-
-    def unusable_cache(exc: OSError) -> MlxgptError:
-        why = "a file is in the way" if isinstance(exc, (FileExistsError, NotADirectoryError)) else exc.strerror
-        return MlxgptError(f"cannot use the dataset cache {directory} ({why or exc}): point "
-                           f"{_cache_variable()} at a writable directory, or pass --data PATH")
-
-    try:  # before downloading: a cache we cannot write is the user's to fix, not the network's
-        if target.exists():
-            return target
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise unusable_cache(exc) from None
     try:
-        with urllib.request.urlopen(url, timeout=20) as response:
-            raw = response.read()
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        raise MlxgptError(
-            f"could not download {spec!r} ({getattr(exc, 'reason', exc)}); offline? "
-            f"save tiny Shakespeare as {target} or pass --data PATH") from None
-    partial = target.with_suffix(".part")
-    try:
-        partial.write_bytes(raw)
-        os.replace(partial, target)
-    except OSError as exc:
-        partial.unlink(missing_ok=True)
-        raise unusable_cache(exc) from None
-    return target
+        raw = bz2.decompress(path.read_bytes())
+    except FileNotFoundError:
+        raise damaged("it is missing") from None
+    except (OSError, ValueError) as exc:  # not bz2, or cut short
+        raise damaged(f"it cannot be decompressed: {exc}") from None
+    if hashlib.sha256(raw).hexdigest() != dataset.sha256:
+        raise damaged("its SHA-256 differs")
+    return raw
 
 
 _KINDS = {stat.S_ISFIFO: "a FIFO or pipe", stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device",
@@ -133,11 +136,14 @@ def _read_at_most(stream: BinaryIO, limit: int) -> bytes:
 
 
 def read_bytes(spec: str | os.PathLike, source: TextSource = DATA_TEXT) -> tuple[bytes, str]:
-    """(the bytes, a name for messages) of a regular file, or of standard input for "-", refusing more than
-    source.limit bytes.
+    """(the bytes, a name for messages) of a regular file, of standard input for "-", or of a packaged
+    dataset where `source` accepts one, refusing more than source.limit bytes.
 
     The kind of file is checked with os.stat before opening it: opening a FIFO that has no writer blocks
     forever, and a device such as /dev/zero never ends."""
+    dataset = dataset_name(spec) if source.datasets else None
+    if dataset:
+        return read_dataset(dataset), f"dataset {dataset!r}"
     over = f"over the {source.limit:,}-byte limit of {source.flag}: pass a smaller text"
     if is_stdin(spec):
         if sys.stdin is None:

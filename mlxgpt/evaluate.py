@@ -13,19 +13,28 @@ windows of training's estimate, so the two numbers measure the same thing. A
 smaller stride overlaps the windows and scores only each window's last `stride`
 tokens: every token then sees at least block_size-stride tokens of context,
 which shows how much the model gains from context.
+
+`evaluate_checkpoint` is `mlxgpt eval`: it loads a run, scores a split and
+prints the numbers.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
+from typing import TextIO
 
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from mlxgpt.data import BatchSampler
+from mlxgpt.checkpoint import latest_run, load_checkpoint_tokenizer, load_model, read_config, resolve_checkpoint
+from mlxgpt.config import TrainArgs
+from mlxgpt.data import BatchSampler, Dataset, is_stdin, read_text, resolve_data
+from mlxgpt.errors import MlxgptError
 from mlxgpt.model import GPT
+from mlxgpt.tokenizers import UnknownCharactersError
 from mlxgpt.training import bits_per_char, make_eval_loss, mean_loss
 
 
@@ -111,3 +120,47 @@ def estimate_spread(model: GPT, ids: np.ndarray, batch_size: int, eval_iters: in
         estimates.append(mean_loss(batch_loss, [(mx.array(x[i]), mx.array(y[i])) for i in range(eval_iters)]))
     model.train(was_training)
     return np.array(estimates)
+
+
+def evaluate_checkpoint(checkpoint: str | None, data: str | None = None, split: str = "val", stride: int | None = None,
+                        batch_size: int = 32, draws: int = 0, out: TextIO = sys.stdout) -> SplitLoss:
+    """`mlxgpt eval`: score a split of the checkpoint's text (or of `data`) whole and print the numbers;
+    with `draws`, also the spread of training's estimate over that many fresh draws."""
+    if batch_size < 1:
+        raise MlxgptError(f"--batch-size must be at least 1, got {batch_size}")
+    if draws < 0:
+        raise MlxgptError(f"--draws must be 0 or more, got {draws}")
+    directory = resolve_checkpoint(checkpoint or latest_run())
+    config = read_config(directory)
+    model, tokenizer = load_model(directory, config), load_checkpoint_tokenizer(directory, config)
+    block_size = model.args.block_size
+    if stride is not None and not 1 <= stride <= block_size:
+        raise MlxgptError(f"--stride must be between 1 and the model's block size ({block_size}), got {stride}")
+    if not (data or config.get("data")):
+        raise MlxgptError(f"{directory} does not name a text that can be read again (standard input cannot): "
+                          "pass --data PATH, or --data - with the text on standard input")
+    path = resolve_data(data or config["data"])
+    shown = "standard input" if is_stdin(path) else path
+    try:
+        dataset = Dataset.from_text(read_text(path), tokenizer, block_size)
+    except UnknownCharactersError as exc:
+        raise MlxgptError(f"{shown}: {exc}") from None
+    ids, chars = (dataset.val, dataset.val_chars) if split == "val" else (dataset.train, dataset.train_chars)
+    result = split_loss(model, ids, chars, stride, batch_size)
+
+    stride = stride or block_size
+    context = ("end to end" if stride == block_size
+               else f"every {stride} (each token sees at least {block_size - stride} tokens of context)")
+    print(f"checkpoint  {directory}", file=out)
+    print(f"text        {shown}, {split} split: {chars:,} characters, {len(ids):,} tokens", file=out)
+    print(f"windows     {block_size} tokens, {context}", file=out)
+    print(f"{split} loss    {result.loss:.4f} nats/token   perplexity {result.perplexity:.3f}   "
+          f"{result.bits_per_char:.4f} bits/char   ({result.tokens:,} tokens predicted)", file=out)
+    if draws:
+        train_args = TrainArgs.from_dict(config.get("train", {}))  # the run's, or the defaults
+        estimates = estimate_spread(model, ids, train_args.batch_size, train_args.eval_iters, draws)
+        spread = f"sd {estimates.std(ddof=1):.4f}, " if draws > 1 else ""
+        print(f"estimate    {draws} draws of training's estimate ({train_args.eval_iters} random batches of "
+              f"{train_args.batch_size}x{block_size}): mean {estimates.mean():.4f}, {spread}"
+              f"range {estimates.min():.4f} to {estimates.max():.4f}", file=out)
+    return result

@@ -14,7 +14,6 @@ import random
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -54,20 +53,6 @@ def run_cli(*args: str | os.PathLike, cwd: Path | str = REPO_ROOT, env: dict[str
     full_env = {**os.environ, "PYTHONIOENCODING": "utf-8", **(env or {})}
     return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, env=full_env, capture_output=True,
                           text=True, encoding="utf-8", errors="replace", timeout=timeout, input=input)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def dataset_cache(tmp_path_factory) -> Iterator[Path]:
-    """Named datasets (--data shakespeare) go to a temporary cache, never ~/.cache;
-    subprocesses inherit it through the environment."""
-    cache = tmp_path_factory.mktemp("mlxgpt-cache")
-    saved = os.environ.get("MLXGPT_CACHE")
-    os.environ["MLXGPT_CACHE"] = str(cache)
-    yield cache
-    if saved is None:
-        os.environ.pop("MLXGPT_CACHE", None)
-    else:
-        os.environ["MLXGPT_CACHE"] = saved
 
 
 def assert_clean_failure(result: subprocess.CompletedProcess, *fragments: str) -> str:

@@ -72,15 +72,6 @@ def test_no_data_at_all(tmp_path):
     assert_clean_failure(train("--out", tmp_path / "run", *TINY_FLAGS), "no training text", "--data")
 
 
-def test_named_dataset_offline_says_where_to_put_the_file(tmp_path):
-    cache = tmp_path / "cache"
-    offline = {"MLXGPT_CACHE": str(cache), "https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
-               "no_proxy": "", "NO_PROXY": ""}  # a closed port: offline even on a machine with internet
-    result = train("--data", "shakespeare", "--out", tmp_path / "run", *TINY_FLAGS, env=offline)
-    assert_clean_failure(result, "could not download 'shakespeare'", str(cache / "shakespeare.txt"), "--data PATH")
-    assert not (cache / "shakespeare.txt").exists() and not (cache / "shakespeare.part").exists()
-
-
 # ---------------------------------------------------------------- train.py: shapes and flag values
 
 

@@ -1,15 +1,19 @@
-"""Text -> token ids -> train/val arrays -> seeded batches; reading bad files; named datasets."""
+"""Text -> token ids -> train/val arrays -> seeded batches; reading bad files; the packaged dataset."""
 
 from __future__ import annotations
 
-import urllib.error
-import urllib.request
+import bz2
+import hashlib
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import grammar_text
+from conftest import REPO_ROOT, TINY_FLAGS, grammar_text, run_cli
 
-from mlxgpt.data import BatchSampler, Dataset, read_text, resolve_data, split_text
+from mlxgpt import data
+from mlxgpt.data import (DATASETS, PROMPT_TEXT, BatchSampler, Dataset, read_text, rereadable_path, resolve_data,
+                         split_text)
 from mlxgpt.errors import MlxgptError
 from mlxgpt.tokenizers import CharTokenizer, UnknownCharactersError
 
@@ -125,55 +129,68 @@ def test_read_text_reads_utf8(tmp_path):
     assert read_text(path) == "ünïcödé ✓\n"
 
 
-# ---------------------------------------------------------------- named datasets
+# ---------------------------------------------------------------- the packaged dataset
 
 
-def test_existing_paths_are_used_as_given(tmp_path, monkeypatch):
+def test_tiny_shakespeare_ships_inside_the_package(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no file called shakespeare here
+    text = read_text(resolve_data("shakespeare"))
+    assert len(text) == 1_115_394 and hashlib.sha256(text.encode()).hexdigest() == DATASETS["shakespeare"].sha256
+    # what config.json records: the name, which --resume and eval read again
+    assert rereadable_path(resolve_data("shakespeare")) == Path("shakespeare")
+
+
+def test_a_file_that_exists_wins_over_the_name(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "shakespeare").write_text("a local file named like the dataset")
-    monkeypatch.setattr(urllib.request, "urlopen", _no_network)
-    assert resolve_data("shakespeare").read_text() == "a local file named like the dataset"
+    assert read_text(resolve_data("shakespeare")) == "a local file named like the dataset"
+    assert rereadable_path("shakespeare") == tmp_path / "shakespeare"  # absolute: a later run may start elsewhere
     assert resolve_data("no/such/file.txt").as_posix() == "no/such/file.txt"  # read_text reports it
 
 
-def test_named_dataset_is_downloaded_once_into_the_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("MLXGPT_CACHE", str(tmp_path / "cache"))
+def test_a_prompt_file_is_never_a_dataset(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    calls = []
-
-    class Response:
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-        def read(self):
-            return b"FAKE PLAYER:\nA stand-in for the downloaded text.\n"
-
-    def fake_urlopen(url, timeout=None):
-        calls.append(url)
-        return Response()
-
-    monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
-    path = resolve_data("shakespeare")
-    assert path == tmp_path / "cache" / "shakespeare.txt" and path.read_text().startswith("FAKE PLAYER")
-    assert resolve_data("shakespeare") == path and len(calls) == 1  # the second time, from the cache
-    assert "tinyshakespeare" in calls[0]
-    assert list(path.parent.iterdir()) == [path]  # no partial file left behind
+    with pytest.raises(MlxgptError, match="prompt file shakespeare does not exist"):
+        read_text("shakespeare", PROMPT_TEXT)
 
 
-def _no_network(url, timeout=None):
-    raise urllib.error.URLError("[Errno -2] Name or service not known")
-
-
-def test_offline_download_says_where_to_put_the_file(tmp_path, monkeypatch):
-    monkeypatch.setenv("MLXGPT_CACHE", str(tmp_path / "cache"))
+@pytest.mark.parametrize("damage, problem", [
+    ("other text", "its SHA-256 differs"),
+    ("cut short", "it cannot be decompressed"),
+    ("missing", "it is missing"),
+])
+def test_a_damaged_packaged_copy_is_refused(tmp_path, monkeypatch, damage, problem):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(urllib.request, "urlopen", _no_network)
-    target = tmp_path / "cache" / "shakespeare.txt"
+    monkeypatch.setattr(data, "DATASET_DIR", tmp_path)
+    packaged = tmp_path / DATASETS["shakespeare"].filename
+    compressed = bz2.compress(grammar_text(50).encode())
+    if damage == "other text":
+        packaged.write_bytes(compressed)
+    elif damage == "cut short":
+        packaged.write_bytes(compressed[:-20])
     with pytest.raises(MlxgptError) as info:
-        resolve_data("shakespeare")
+        read_text("shakespeare")
     message = str(info.value)
-    assert str(target) in message and "--data PATH" in message and "\n" not in message
-    assert not target.exists() and not target.with_suffix(".part").exists()
+    assert problem in message and str(packaged) in message and "reinstall mlxgpt" in message and "\n" not in message
+
+
+def test_the_first_run_needs_no_network_and_no_cache(tmp_path):
+    """README's first command, offline: trained, resumed and evaluated from the packaged copy."""
+    cache = tmp_path / "cache"
+    closed = "http://127.0.0.1:9"  # a closed port: offline even on a machine with internet
+    offline = {"MLXGPT_CACHE": str(cache), "https_proxy": closed,
+               "HTTPS_PROXY": closed, "http_proxy": closed, "HTTP_PROXY": closed, "no_proxy": "", "NO_PROXY": ""}
+    out = tmp_path / "run"
+    flags = [*TINY_FLAGS, "--eval-iters", "2"]
+    first = run_cli(REPO_ROOT / "train.py", "--data", "shakespeare", "--out", out, "--max-iters", "2", *flags,
+                    env=offline)
+    assert first.returncode == 0, first.stderr
+    config = json.loads((out / "latest" / "config.json").read_text(encoding="utf-8"))
+    assert config["data"] == "shakespeare" and config["data_sha256"] == DATASETS["shakespeare"].sha256
+    assert not cache.exists()  # nothing downloaded, nothing cached
+
+    resumed = run_cli(REPO_ROOT / "train.py", "--resume", "--out", out, "--max-iters", "3", *flags, env=offline)
+    assert resumed.returncode == 0, resumed.stderr
+    scored = run_cli("-m", "mlxgpt", "eval", "--checkpoint", out, env=offline)
+    assert scored.returncode == 0, scored.stderr
+    assert "text        shakespeare, val split: 111,540 characters" in scored.stdout

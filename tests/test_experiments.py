@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from conftest import TINY_BATCH, TINY_MODEL, assert_clean_failure, grammar_text, run_cli
-from mlxgpt.experiments.nanogpt_train import setting_flags
-from mlxgpt.experiments.seeds import summarize
+from experiments.nanogpt_train import setting_flags
+from experiments.seeds import summarize
 
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 TINY_SETTING = [f"--{k.replace('_', '-')}={v}" for k, v in TINY_MODEL.items()] + [f"--batch-size={TINY_BATCH}"]
@@ -45,7 +45,7 @@ def seed_study(tmp_path_factory):
     data = root / "grammar.txt"
     data.write_text(grammar_text(600), encoding="utf-8")
     out = root / "study"
-    result = run_cli("-m", "mlxgpt.experiments.seeds", "--data", data, "--seeds", "1", "2", "--max-iters", "150",
+    result = run_cli("-m", "experiments.seeds", "--data", data, "--seeds", "1", "2", "--max-iters", "150",
                      *TINY_SETTING, "--out", out)
     assert result.returncode == 0, result.stderr
     return json.loads((out / "results.json").read_text(encoding="utf-8")), out, data, result
@@ -79,7 +79,7 @@ def test_seeds_differ_and_runs_repeat(seed_study):
     results, out, data, _ = seed_study
     rows = results["runs"]["mlxgpt"]
     assert rows["1"]["val_whole"] != rows["2"]["val_whole"]
-    again = run_cli("-m", "mlxgpt.experiments.seeds", "--data", data, "--seeds", "1", "--max-iters", "150",
+    again = run_cli("-m", "experiments.seeds", "--data", data, "--seeds", "1", "--max-iters", "150",
                     "--procedures", "mlxgpt", *TINY_SETTING, "--out", out / "again")
     assert again.returncode == 0, again.stderr
     repeat = json.loads((out / "again" / "results.json").read_text(encoding="utf-8"))
@@ -90,7 +90,7 @@ def test_seeds_differ_and_runs_repeat(seed_study):
 def test_nanogpt_procedure_runs_without_mlxgpts_blas(seed_study):
     """PyTorch must not share a process with mlxgpt's OpenBLAS (it would slow ~3x)."""
     _, out, data, _ = seed_study
-    result = run_cli("-m", "mlxgpt.experiments.nanogpt_train", "--data", data, "--seed", "3", "--max-iters", "20",
+    result = run_cli("-m", "experiments.nanogpt_train", "--data", data, "--seed", "3", "--max-iters", "20",
                      *TINY_SETTING, "--out", out / "nano3")
     assert result.returncode == 0, result.stderr
     report = json.loads((out / "nano3" / "result.json").read_text(encoding="utf-8"))
@@ -101,6 +101,11 @@ def test_nanogpt_procedure_runs_without_mlxgpts_blas(seed_study):
 
 
 def test_bad_data_is_one_line(tmp_path):
-    for module in ("mlxgpt.experiments.seeds", "mlxgpt.experiments.nanogpt_train"):
+    for module in ("experiments.seeds", "experiments.nanogpt_train", "experiments.tokenizers"):
         result = run_cli("-m", module, "--data", tmp_path / "missing.txt", "--out", tmp_path / "out")
         assert_clean_failure(result, "missing.txt")
+
+
+def test_the_experiments_are_not_part_of_the_installed_package():
+    """They may import torch: the package holds the product only."""
+    assert importlib.util.find_spec("mlxgpt.experiments") is None

@@ -290,7 +290,7 @@ def test_bench_without_torch_runs_mlx_only(tmp_path):
 def test_bench_cold_start_child_reports_a_first_step():
     from types import SimpleNamespace
 
-    from mlxgpt.bench.runner import cold_start
+    from mlxgpt.bench.processes import cold_start
 
     cfg = SimpleNamespace(model=ModelArgs(**TINY), train=train_args(), seed=0, threads=1, cpu_streams=None)
     for mode in ("torch", "mlx-uncompiled"):
@@ -304,10 +304,10 @@ def test_bench_children_do_not_inherit_the_jit_compiler_wrapper():
     """A child that found fast.jit's g++ wrapper first on PATH would key MLX's kernel cache
     differently from its parent and recompile every kernel (a 30 s 'warm' cold start)."""
     from mlxgpt.fast.jit import jit_cache_root
-    from mlxgpt.bench.runner import _child_env
+    from mlxgpt.bench.processes import child_env
 
     root = str(jit_cache_root())
     for torch_side in (False, True):
-        env = _child_env(torch_side)
+        env = child_env(torch_side)
         assert not any(p.startswith(root) for p in env["PATH"].split(":"))
         assert (env.get("MLXGPT_BLAS") == "reference") == torch_side  # PyTorch's process loads no OpenBLAS

@@ -198,17 +198,6 @@ def test_what_can_be_read_again(tmp_path, monkeypatch):
 # ---------------------------------------------------------------- 2. the environment
 
 
-@pytest.mark.parametrize("variable", ["MLXGPT_CACHE", "XDG_CACHE_HOME"])
-def test_a_cache_variable_pointing_at_a_file(tmp_path, variable):
-    blocker = tmp_path / "cache.txt"
-    blocker.write_text("my notes\n")
-    env = {"MLXGPT_CACHE": "", "XDG_CACHE_HOME": "", variable: str(blocker),  # the other one unset
-           "https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "no_proxy": "", "NO_PROXY": ""}
-    result = train("--data", "shakespeare", "--out", tmp_path / "run", *TINY_FLAGS, env=env)
-    assert_clean_failure(result, "dataset cache", str(blocker), variable, "writable directory", "--data PATH")
-    assert blocker.read_text() == "my notes\n"
-
-
 # ---------------------------------------------------------------- 3. non-finite numbers
 
 

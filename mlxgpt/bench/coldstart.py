@@ -30,7 +30,8 @@ def run_mlx(spec: dict) -> dict:
     from mlxgpt.fast.device import configure_device
     from mlxgpt.config import ModelArgs, TrainArgs
     from mlxgpt.model import GPT
-    from mlxgpt.training import build_optimizer, make_train_step
+    from mlxgpt.fast.streams import make_train_step
+    from mlxgpt.training import build_optimizer
 
     imported = time.time()
     settings = configure_device(spec["cpu_streams"])  # as training does

@@ -36,7 +36,8 @@ from mlx.utils import tree_flatten
 
 from mlxgpt.fast.device import configure_device, device_name
 from mlxgpt.bench.common import draw_batches, progress
-from mlxgpt.bench.runner import BenchConfig, mlx_model
+from mlxgpt.bench.mlx_timing import mlx_model
+from mlxgpt.bench.settings import BenchConfig
 from mlxgpt.model import flops_per_token
 from mlxgpt.fast.streams import (clip_and_update, cpu_streams, dealer, make_train_step, padded_loss,
                                  sharded_loss_and_grad)

@@ -1,13 +1,61 @@
-"""The benchmark's Rich tables: what ran where, training, generation, cold start,
-matmul peaks, and the MLX/PyTorch ratios. Fed plain numbers from runner.Report."""
+"""The benchmark's results: the Report that runner.py fills, its JSON file (--json),
+and its Rich tables: what ran where, training, generation, cold start, matmul
+peaks, and the MLX/PyTorch ratios."""
 
 from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Protocol
 
 from rich.console import Console
 from rich.table import Table
 
-from mlxgpt.bench.common import LABELS
-from mlxgpt.bench.runner import Report
+from mlxgpt.bench.common import LABELS, GenResult, TrainResult
+from mlxgpt.errors import MlxgptError
+from mlxgpt.files import write_atomic
+
+
+@dataclass
+class Report:
+    config: dict
+    environment: dict
+    parity: dict | None = None
+    matmul_peaks: list[dict] = field(default_factory=list)
+    training: list[TrainResult] = field(default_factory=list)
+    generation: list[GenResult] = field(default_factory=list)
+    generation_agreement: str | None = None
+    cold_start: list[dict] = field(default_factory=list)
+    memory: dict = field(default_factory=dict)  # each framework's process peak RSS over the whole benchmark
+    loss_curve: str | None = None
+    notes: list[str] = field(default_factory=list)
+    ratios: list[dict] = field(default_factory=list)
+    wall_s: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {"date": date.today().isoformat(), "config": self.config, "environment": self.environment,
+                "parity": self.parity, "matmul_peaks": self.matmul_peaks,
+                "training": [r.to_dict() for r in self.training],
+                "generation": [g.to_dict() for g in self.generation],
+                "generation_agreement": self.generation_agreement, "cold_start": self.cold_start,
+                "memory": self.memory,
+                "loss_curve": self.loss_curve, "ratios": self.ratios, "notes": self.notes, "wall_s": self.wall_s}
+
+
+class HasDict(Protocol):
+    """A Report, or --profile's ProfileReport."""
+
+    def to_dict(self) -> dict: ...
+
+
+def write_json(report: HasDict, path: str) -> None:
+    """--json FILE: every number, written atomically (a reader never sees half a file)."""
+    target = Path(path)
+    if not target.parent.is_dir():
+        raise MlxgptError(f"--json {path}: the directory {target.parent} does not exist")
+    write_atomic(target, json.dumps(report.to_dict(), indent=2) + "\n")
 
 
 def _ms(seconds: float | None) -> str:

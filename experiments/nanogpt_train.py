@@ -1,6 +1,6 @@
 """nanoGPT's training procedure, step for step, in PyTorch: the yardstick for mlxgpt's runs.
 
-    python -m mlxgpt.experiments.nanogpt_train --data ../shared/data/shakespeare.txt --preset baby --seed 1337
+    python -m experiments.nanogpt_train --data shakespeare --preset baby --seed 1337 --out out/nanogpt
 
 It trains mlxgpt's preset with nanoGPT's model (`mlxgpt/bench/torch_ref.py`) and
 nanoGPT's train.py loop, on PyTorch's RNG: `torch.manual_seed(seed)`, nanoGPT's
@@ -27,6 +27,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from mlxgpt.config import PRESETS, ModelArgs, TrainArgs
+from mlxgpt.errors import MlxgptError
+from mlxgpt.files import write_atomic
+from mlxgpt.flags import (add_batch_size_argument, add_data_argument, add_model_shape_arguments, add_preset_argument,
+                          add_seed_argument)
 
 
 def train(train_ids: np.ndarray, val_ids: np.ndarray, model_args, train_args, seed: int):
@@ -81,14 +87,11 @@ SETTING_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "bias"
 
 
 def add_setting_arguments(p: argparse.ArgumentParser) -> None:
-    """The preset and the overrides this procedure and `mlxgpt train` share (train.py's flag names)."""
-    from mlxgpt.cli import add_model_shape_arguments
-    from mlxgpt.config import PRESETS
-
-    p.add_argument("--preset", default="baby", choices=sorted(PRESETS), help="starting configuration (as train.py's)")
+    """The preset and the overrides this procedure and `mlxgpt train` share (train.py's flags)."""
+    add_preset_argument(p, "starting configuration (as train.py's)", default="baby")
     g = p.add_argument_group("override the preset (default: the preset's)")
     add_model_shape_arguments(g)
-    g.add_argument("--batch-size", type=int, help="sequences per batch")
+    add_batch_size_argument(g, "sequences per batch")
     g.add_argument("--max-iters", type=int, help="optimizer steps (the cosine decays over as many)")
 
 
@@ -106,8 +109,6 @@ def setting_flags(args: argparse.Namespace) -> list[str]:
 
 def setting(args: argparse.Namespace, vocab_size: int):
     """(ModelArgs, TrainArgs): the preset with the overrides, as train.py resolves them."""
-    from mlxgpt.config import PRESETS, ModelArgs, TrainArgs
-
     overrides = {name: getattr(args, name) for name in SETTING_FIELDS if getattr(args, name) is not None}
     model_values, train_values = PRESETS[args.preset].with_overrides(overrides)
     train_args = TrainArgs.from_dict(train_values)
@@ -131,19 +132,18 @@ def prepare(args: argparse.Namespace):
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    p = argparse.ArgumentParser(prog="python -m mlxgpt.experiments.nanogpt_train", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m experiments.nanogpt_train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, required=True, help="UTF-8 text file (a char model, split 90/10)")
-    p.add_argument("--seed", type=int, default=1337)
+    add_data_argument(p, "UTF-8 text file, or shakespeare (a char model, split 90/10)", required=True)
+    add_seed_argument(p, "PyTorch's seed: initial weights, batches, dropout", default=TrainArgs.seed)
     p.add_argument("--out", type=Path, required=True, help="directory for weights.npz and result.json")
     add_setting_arguments(p)
     args = p.parse_args(argv)
     if os.environ.get("MLXGPT_BLAS") != "reference":  # see the module docstring
         env = {**os.environ, "MLXGPT_BLAS": "reference"}
-        os.execve(sys.executable, [sys.executable, "-m", "mlxgpt.experiments.nanogpt_train", *argv], env)
+        os.execve(sys.executable, [sys.executable, "-m", "experiments.nanogpt_train", *argv], env)
 
     from mlxgpt.bench.torch_ref import torch_weights
-    from mlxgpt.errors import MlxgptError
 
     try:
         model_args, train_args, train_ids, val_ids, _ = prepare(args)
@@ -153,8 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     report, model = train(train_ids, val_ids, model_args, train_args, args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     np.savez(args.out / "weights.npz", **torch_weights(model))
-    (args.out / "result.json").write_text(json.dumps({**report, "seed": args.seed, "model": vars(model_args)}, indent=2),
-                                          encoding="utf-8")
+    result = {**report, "seed": args.seed, "model": vars(model_args)}
+    write_atomic(args.out / "result.json", json.dumps(result, indent=2))
     print(f"nanoGPT's procedure, seed {args.seed}: val {report['val_estimate']:.4f} at iter {report['iter']} "
           f"(estimate on {train_args.eval_iters} random batches), {report['train_seconds']:.0f} s, "
           f"{report['tokens_per_s']:,.0f} tok/s; {args.out / 'weights.npz'}")

@@ -1,7 +1,7 @@
 """How much of a val loss is the seed? The same preset trained from several seeds.
 
-    python -m mlxgpt.experiments.seeds --data ../shared/data/shakespeare.txt
-    python -m mlxgpt.experiments.seeds --data ../shared/data/shakespeare.txt --quick
+    python -m experiments.seeds --data shakespeare
+    python -m experiments.seeds --data shakespeare --quick
 
 A single run's val loss is one draw: the seed picks the initial weights and the
 order of the training batches, and the printed `val` is itself an estimate from
@@ -10,7 +10,7 @@ settings, a run and a number in a README) compares two draws. This experiment
 trains each seed with
 
 - **mlxgpt**: `python -m mlxgpt train --preset P --seed S` (= train.py), and
-- **nanoGPT's procedure** (needs PyTorch): `python -m mlxgpt.experiments.nanogpt_train
+- **nanoGPT's procedure** (needs PyTorch): `python -m experiments.nanogpt_train
   --preset P --seed S`, nanoGPT's model and train.py loop in PyTorch with PyTorch's
   RNG (`torch.manual_seed(S)`, nanoGPT's init, `torch.randint` batches, and
   `estimate_loss` on fresh random batches at every eval),
@@ -33,17 +33,20 @@ from pathlib import Path
 
 import numpy as np
 
-from mlxgpt.experiments.nanogpt_train import add_setting_arguments, prepare, setting_flags
-from mlxgpt.experiments.runs import read_events, run_command
+from experiments.nanogpt_train import add_setting_arguments, prepare, setting_flags
+from experiments.runs import read_events, run_command
+from mlxgpt.config import TrainArgs
+from mlxgpt.files import write_atomic
+from mlxgpt.flags import add_data_argument
 
-DEFAULT_SEEDS = [1337, 1, 2, 3, 4, 5, 6, 7, 8, 9]
-QUICK_SEEDS = [1337, 1, 2]
+DEFAULT_SEEDS = [TrainArgs.seed, 1, 2, 3, 4, 5, 6, 7, 8, 9]  # mlxgpt's and nanoGPT's default seed first
+QUICK_SEEDS = DEFAULT_SEEDS[:3]
 QUICK_ITERS = 300
 
 
-def mlxgpt_run(data: Path, preset: str, seed: int, flags: list[str], out: Path) -> dict:
+def mlxgpt_run(data: str, preset: str, seed: int, flags: list[str], out: Path) -> dict:
     """Train with mlxgpt's own command and read back what it reported."""
-    run_command([sys.executable, "-m", "mlxgpt", "train", "--data", str(data), "--preset", preset, "--seed", str(seed),
+    run_command([sys.executable, "-m", "mlxgpt", "train", "--data", data, "--preset", preset, "--seed", str(seed),
                  "--out", str(out), "--overwrite", "--no-ui", "--sample-tokens", "0", *flags], f"mlxgpt, seed {seed}")
     events = read_events(out / "metrics.jsonl")
     finished = events["run_finished"]
@@ -51,9 +54,9 @@ def mlxgpt_run(data: Path, preset: str, seed: int, flags: list[str], out: Path) 
                 train_seconds=finished["train_seconds"], tokens_per_s=finished["tokens_per_s"])
 
 
-def nanogpt_run(data: Path, preset: str, seed: int, flags: list[str], out: Path) -> dict:
+def nanogpt_run(data: str, preset: str, seed: int, flags: list[str], out: Path) -> dict:
     """nanoGPT's procedure in PyTorch, in its own process (nanogpt_train.py says why)."""
-    run_command([sys.executable, "-m", "mlxgpt.experiments.nanogpt_train", "--data", str(data), "--preset", preset,
+    run_command([sys.executable, "-m", "experiments.nanogpt_train", "--data", data, "--preset", preset,
                  "--seed", str(seed), "--out", str(out), *flags], f"nanoGPT's procedure, seed {seed}",
                 env={**os.environ, "MLXGPT_BLAS": "reference"})
     result = json.loads((out / "result.json").read_text(encoding="utf-8"))
@@ -101,9 +104,9 @@ def markdown(results: dict, threshold: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m mlxgpt.experiments.seeds", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m experiments.seeds", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, required=True, help="UTF-8 text file")
+    add_data_argument(p, "UTF-8 text file, or shakespeare", required=True)
     p.add_argument("--seeds", type=int, nargs="+", default=None, help=f"default: {' '.join(map(str, DEFAULT_SEEDS))}")
     p.add_argument("--procedures", nargs="+", default=["mlxgpt", "nanogpt"], choices=["mlxgpt", "nanogpt"])
     p.add_argument("--threshold", type=float, default=1.89, help="count the seeds whose val loss is at or below this")
@@ -117,7 +120,6 @@ def main(argv: list[str] | None = None) -> int:
         args.max_iters = QUICK_ITERS
     flags = setting_flags(args)
 
-    import mlxgpt  # noqa: F401  (loads a fast BLAS before mlx.core)
     from mlxgpt.checkpoint import load
     from mlxgpt.errors import MlxgptError
     from mlxgpt.evaluate import split_loss
@@ -135,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    results: dict = dict(data=str(args.data), preset=args.preset, model=vars(model_args), max_iters=train_args.max_iters,
+    results: dict = dict(data=args.data, preset=args.preset, model=vars(model_args), max_iters=train_args.max_iters,
                          batch_size=train_args.batch_size, seeds=seeds,
                          threshold=args.threshold, runs={p: {} for p in procedures})
     for seed in seeds:
@@ -170,8 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nwhole split, mean {procedures[0]} - mean {procedures[1]}: {d['mean']:+.4f} "
               f"± {d['standard_error']:.4f} (standard error)")
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.md").write_text(table + "\n", encoding="utf-8")
-    (args.out / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
+    write_atomic(args.out / "results.md", table + "\n")
+    write_atomic(args.out / "results.json", json.dumps(results, indent=2))
     print(f"\nresults: {args.out / 'results.md'}, {args.out / 'results.json'}")
     return 0
 

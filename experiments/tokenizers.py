@@ -1,6 +1,6 @@
 """Char vs SentencePiece at the same model size and the same wall-clock budget.
 
-    python -m mlxgpt.experiments.tokenizers --data ../shared/data/shakespeare.txt --budget 120
+    python -m experiments.tokenizers --data shakespeare --budget 120
 
 For each tokenizer (char, then SentencePiece at each --vocab-sizes) it runs
 `python -m mlxgpt train` (= train.py) with --time-budget, printing the exact
@@ -27,13 +27,15 @@ from pathlib import Path
 
 import numpy as np
 
-from mlxgpt.experiments.runs import read_events, run_command
+from experiments.runs import read_events, run_command
+from mlxgpt.files import write_atomic
+from mlxgpt.flags import add_data_argument, add_preset_argument
 
 
 def train_command(args: argparse.Namespace, out: Path, tokenizer_flags: list[str], warmup: bool) -> list[str]:
     budget = ["--max-iters", "3", "--eval-iters", "1"] if warmup else \
         ["--max-iters", "1000000", "--time-budget", str(args.budget)]
-    return [sys.executable, "-m", "mlxgpt", "train", "--data", str(args.data), "--preset", args.preset,
+    return [sys.executable, "-m", "mlxgpt", "train", "--data", args.data, "--preset", args.preset,
             "--out", str(out), "--overwrite", "--no-ui", "--sample-tokens", "0",
             "--lr-decay-iters", str(args.decay_iters), *budget, *tokenizer_flags, *args.train_flags]
 
@@ -48,14 +50,14 @@ def whole_split(checkpoint: Path, text: str):
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m mlxgpt.experiments.tokenizers", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m experiments.tokenizers", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, required=True, help="UTF-8 text file")
+    add_data_argument(p, "UTF-8 text file, or shakespeare", required=True)
     p.add_argument("--budget", type=float, default=120, help="seconds of training per tokenizer")
     p.add_argument("--vocab-sizes", type=int, nargs="+", default=[384, 1024, 4096],
                    help="SentencePiece vocabulary sizes (256 is below the byte-fallback minimum)")
     p.add_argument("--sp-model-type", default="bpe", choices=["bpe", "unigram"])
-    p.add_argument("--preset", default="baby")
+    add_preset_argument(p, "model size, batch and learning rate of every run", default="baby")
     p.add_argument("--decay-iters", type=int, default=2000, help="cosine decay length in steps (then flat at min_lr)")
     p.add_argument("--out", type=Path, default=Path("out/tokenizers"), help="where the runs go")
     p.add_argument("--no-warmup", action="store_true", help="skip the untimed kernel-cache warm-up runs")
@@ -63,8 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from mlxgpt.data import read_text, split_text
+    from mlxgpt.errors import MlxgptError
 
-    text = read_text(args.data)
+    try:
+        text = read_text(args.data)
+    except MlxgptError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     train_text, val_text = split_text(text)
     configs = [("char", 0, ["--tokenizer", "char"])] + [
         (f"sentencepiece-{n}", n, ["--tokenizer", "sentencepiece", "--vocab-size", str(n),
@@ -107,8 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     table = "\n".join([header, *rows])
     print("\n" + table)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.md").write_text(table + "\n", encoding="utf-8")
-    (args.out / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
+    write_atomic(args.out / "results.md", table + "\n")
+    write_atomic(args.out / "results.json", json.dumps(results, indent=2))
     return 0
 
 

@@ -1,0 +1,73 @@
+"""MLX's half of the benchmark, timed in the benchmark's own process: training
+steps (compiled and not) and generation with and without the KV cache."""
+
+from __future__ import annotations
+
+import time
+
+import mlx.core as mx
+import numpy as np
+
+from mlxgpt.bench.common import GenResult, TrainResult, time_steps
+from mlxgpt.bench.settings import BenchConfig
+from mlxgpt.fast.device import configure_device, on_gpu
+from mlxgpt.fast.streams import make_train_step
+from mlxgpt.generate import default_keep, generate_tokens
+from mlxgpt.model import GPT
+from mlxgpt.training import build_optimizer
+
+
+def mlx_model(cfg: BenchConfig) -> GPT:
+    """The benchmark's model; the same seed always gives the same initial weights."""
+    mx.random.seed(cfg.seed)
+    model = GPT(cfg.model)
+    mx.eval(model.parameters())
+    return model
+
+
+def bench_mlx(cfg: BenchConfig, batches: tuple[np.ndarray, np.ndarray], compiled: bool) -> TrainResult:
+    """Warm-up then timed training steps, set up as train.py sets them up; `compiled=False` runs the
+    very same step function op by op."""
+    result = TrainResult("mlx" if compiled else "mlx-uncompiled", "gpu" if on_gpu() else "cpu",
+                         tokens_per_iter=cfg.tokens_per_iter)
+    xs = [mx.array(b[None]) for b in batches[0]]  # (accum=1, B, T)
+    ys = [mx.array(b[None]) for b in batches[1]]
+    # as training sets the device up: CPU streams, BLAS threads per stream, buffer cache
+    settings = configure_device(cfg.cpu_streams)
+    result.parallelism = settings.describe()
+    if not compiled:
+        mx.disable_compile()
+    try:
+        model = mlx_model(cfg)
+        model.train()
+        step, state = make_train_step(model, build_optimizer(cfg.train), cfg.train.grad_clip, settings.streams)
+        mx.reset_peak_memory()
+
+        def one_step(i: int) -> float:
+            loss, norm = step(xs[i], ys[i])
+            mx.eval(state, loss, norm)  # one eval per step, as in training.py
+            return loss.item()
+
+        time_steps(one_step, cfg.warmup, cfg.iters, result)
+        result.peak_memory_mb = mx.get_peak_memory() / 2**20
+    finally:
+        mx.enable_compile()
+        configure_device(1)  # back to one stream with every core's BLAS threads (generation)
+    return result
+
+
+def bench_mlx_generation(cfg: BenchConfig, net: GPT) -> list[GenResult]:
+    """cfg.gen_tokens greedy tokens from a one-token prompt, with and without the KV
+    cache. No cache = nanoGPT's sample.py (crop to block_size, re-run each token)."""
+    n, block = cfg.gen_tokens, cfg.model.block_size
+    results = []
+    net.eval()
+    for use_cache in (True, False):
+        keep = default_keep(block) if use_cache else block
+        run = lambda count: [t for t, _ in generate_tokens(net, [0], count, temperature=0.0, seed=0,
+                                                           use_cache=use_cache, keep=keep)]
+        run(min(n, block + 8))  # warm-up, window slide included
+        start = time.perf_counter()
+        ids = run(n)
+        results.append(GenResult("mlx", use_cache, n, time.perf_counter() - start, ids))
+    return results

@@ -1,1 +1,0 @@
-"""Small, repeatable experiments: `python -m mlxgpt.experiments.<name> --help`."""
