@@ -9,23 +9,22 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import struct
-import xml.etree.ElementTree as ET
-import zlib
 from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
 import pytest
+from matplotlib.colors import to_rgba
 
 from conftest import REPO_ROOT, assert_clean_failure, run_cli
+from mlxgpt import plots
 from mlxgpt.checkpoint import load
 from mlxgpt.cli import main
 from mlxgpt.config import ModelArgs
 from mlxgpt.errors import MlxgptError
 from mlxgpt.inspect import attention, embeddings, next_token, params, positions
-from mlxgpt.inspect.canvas import Canvas
 from mlxgpt.model import GPT, sinusoidal_positions
+from picture_checks import check_picture_file, figure_texts
 
 PROMPT = "The old fox"  # every character occurs in conftest's grammar text; within block_size 16
 
@@ -195,25 +194,134 @@ def test_next_token_distribution_at_each_temperature(trained):
     assert entropies[0] < entropies[1] < entropies[2]  # but flattens the distribution as it rises
 
 
+# ---------------------------------------------------------------- what each picture shows
+
+
+def bar_widths(ax) -> list[float]:
+    return [patch.get_width() for patch in ax.patches]
+
+
+def tick_texts(ax, axis: str) -> list[str]:
+    return [t.get_text() for t in (ax.get_xticklabels() if axis == "x" else ax.get_yticklabels())]
+
+
+def test_attention_picture_of_one_head_is_its_weights_with_the_future_greyed(trained):
+    model, tokenizer = trained
+    ids, labels, _ = attention.prompt_tokens(tokenizer, PROMPT, model.args.block_size)
+    maps = attention.attention_maps(model, ids)
+    T = len(ids)
+    fig = attention.picture(maps, labels, [(1, 0)], "Attention for 'The old fox'")
+    ax = next(a for a in fig.axes if a.images and a.get_ylabel() == "← query: the token looking")
+    image = ax.images[0]
+    shown = image.get_array()
+    np.testing.assert_array_equal(shown.mask, attention.causal_mask(T))  # the hidden triangle...
+    assert tuple(image.cmap.get_bad()) == to_rgba(plots.MASKED)  # ...drawn grey
+    np.testing.assert_allclose(shown.filled(0.0), maps[1, 0], atol=1e-7)
+    assert image.get_clim() == (0.0, 1.0)
+    assert image.colorbar is not None and image.colorbar.ax.get_ylabel() == "weight"
+    assert tick_texts(ax, "x") == labels and tick_texts(ax, "y") == labels
+    assert ax.get_xlabel() == "key: the token being looked at →"
+    cells = [t.get_text() for t in ax.texts]  # the weight in every visible cell, none in the hidden ones
+    assert len(cells) == T * (T + 1) // 2
+    assert f"{maps[1, 0, 2, 1]:.2f}"[1:] in cells
+    texts = figure_texts(fig)
+    assert "Attention for 'The old fox'" in texts and "grey = future tokens, hidden by the causal mask" in texts
+
+
+def test_attention_picture_of_every_head_is_a_grid(trained):
+    model, tokenizer = trained
+    ids, labels, _ = attention.prompt_tokens(tokenizer, PROMPT, model.args.block_size)
+    maps = attention.attention_maps(model, ids)
+    chosen = attention.select(maps, None, None)
+    fig = attention.picture(maps, labels, chosen, "every head")
+    images = [a.images[0] for a in fig.axes if a.images]
+    assert len(images) == len(chosen) == model.args.n_layer * model.args.n_head
+    for (layer, head), image in zip(chosen, images):  # row by row: layer, then head
+        np.testing.assert_allclose(image.get_array().filled(0.0), maps[layer, head], atol=1e-7)
+    texts = figure_texts(fig)
+    assert {"head 0", "head 1", "layer 0", "layer 1", "weight"} <= set(texts)
+
+
+def test_a_prompt_with_dollar_signs_is_shown_as_typed(tmp_path):
+    """matplotlib reads "$...$" as maths; a token or a prompt must be shown as it is."""
+    labels = ["$", "x", "$"]
+    maps = np.tile(np.tril(np.ones((3, 3))) / np.arange(1, 4)[:, None], (1, 1, 1, 1))
+    path = plots.save(plots.attention_heads(maps, labels, [(0, 0)], "Attention for '$x$'"), tmp_path / "a.svg")
+    check_picture_file(path, "Attention for '$x$'")
+
+
+def test_embedding_pictures_show_the_similarities_and_the_map(trained):
+    model, tokenizer = trained
+    E = embeddings.embedding_matrix(model)
+    e = tokenizer.encode("e")[0]
+    rows = embeddings.nearest(E, e, 6)
+    fig = embeddings.neighbours_picture(rows, tokenizer, "Nearest tokens to 'e'", "cosine", highlight=0)
+    ax = fig.axes[0]
+    np.testing.assert_allclose(bar_widths(ax), [s for _, s in rows])
+    assert tick_texts(ax, "y") == [tokenizer.token_label(i) for i, _ in rows]
+    assert ax.patches[0].get_facecolor() != ax.patches[1].get_facecolor()  # the token itself stands out
+    assert f"{rows[1][1]:+.3f}" in figure_texts(fig)
+
+    coords, share = embeddings.pca_2d(E)
+    labels = [tokenizer.token_label(i) for i in range(tokenizer.vocab_size)]
+    fig = embeddings.map_picture(coords, share, labels, "map")
+    ax = fig.axes[0]
+    np.testing.assert_allclose(ax.collections[0].get_offsets(), coords)  # one dot per token, where PCA put it
+    assert sorted(t.get_text() for t in ax.texts) == sorted(labels)  # few tokens: every one labelled
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == [c for c in embeddings.CATEGORY_ORDER if c in {embeddings.category(s) for s in labels}]
+    assert f"1st principal component ({100 * share[0]:.1f}% of the variance)" in figure_texts(fig)
+
+
+def test_position_pictures_show_the_model_s_own_vectors(trained, trained_run_sinusoidal):
+    model, _ = trained
+    sim = positions.cosine_similarity_matrix(positions.position_vectors(model))
+    fig = positions.picture(model, "learned")
+    image = next(a for a in fig.axes if a.images).images[0]
+    np.testing.assert_allclose(image.get_array(), sim)
+    assert image.colorbar.ax.get_ylabel() == "cosine" and image.get_clim() == (-1.0, 1.0)
+
+    model, _ = load(trained_run_sinusoidal)
+    pe = positions.position_vectors(model)
+    fig = positions.picture(model, "sinusoidal")
+    heat = next(a for a in fig.axes if a.images)
+    np.testing.assert_allclose(heat.images[0].get_array(), pe)  # every value, position x dimension
+    curves = [a for a in fig.axes if a.get_lines()]
+    assert len(curves) == len(positions.curve_pairs(pe.shape[1]))
+    for ax, pair in zip(curves, positions.curve_pairs(pe.shape[1])):
+        dots = [line for line in ax.get_lines() if line.get_linestyle() == "None"]
+        np.testing.assert_allclose(dots[0].get_ydata(), pe[:, 2 * pair], atol=1e-6)  # the sin dots: the model's values
+        np.testing.assert_allclose(dots[1].get_ydata(), pe[:, 2 * pair + 1], atol=1e-6)
+        assert ax.get_title(loc="left") == f"i={pair}: one turn every {positions.wavelength(pair, pe.shape[1]):,.1f} positions"
+    assert positions.FORMULA in figure_texts(fig)
+
+
+def test_next_token_picture_has_a_panel_per_temperature(trained):
+    model, tokenizer = trained
+    logits = next_token.next_logits(model, tokenizer.encode(PROMPT))
+    fig = next_token.picture(logits, tokenizer, PROMPT, 0.8, 6, "Next token")
+    ids, panels = next_token.compare(logits, 0.8, 6)
+    assert [t for t, _, _ in panels] == [0.5, 0.8, 1.0, 2.0]
+    assert len(fig.axes) == len(panels)
+    for ax, (t, probs, entropy) in zip(fig.axes, panels):
+        np.testing.assert_allclose(bar_widths(ax), probs)
+        assert tick_texts(ax, "y") == [tokenizer.token_label(i) for i in ids]
+        assert ax.get_title() == f"T = {t:g}   (entropy {entropy:.2f} bits)"
+    assert f"after: {PROMPT}" in figure_texts(fig)
+
+
+def test_params_picture_has_a_bar_per_family():
+    t = params.tally(params.GPT3)
+    fig = params.picture(t, "GPT-3")
+    ax = fig.axes[0]
+    assert bar_widths(ax) == [r.count for r in t.families]
+    assert tick_texts(ax, "y") == [r.name for r in t.families]
+    texts = figure_texts(fig)
+    assert f"Total: {t.total:,}" in texts and "Not in the families:" in texts
+    assert f"{t.families[5].count:,}  (33.1%)   = {t.families[5].numbers}" in texts
+
+
 # ---------------------------------------------------------------- every command, with a picture
-
-
-def check_picture(path: Path) -> None:
-    data = path.read_bytes()
-    if path.suffix == ".svg":
-        root = ET.fromstring(data)
-        assert root.tag == "{http://www.w3.org/2000/svg}svg"
-        assert float(root.get("width")) > 100 and float(root.get("height")) > 100
-        assert len(list(root)) >= 5
-    else:
-        assert data[:8] == b"\x89PNG\r\n\x1a\n"
-        width, height = struct.unpack(">II", data[16:24])
-        assert data[12:16] == b"IHDR" and width > 100 and height > 100
-        idat = data.index(b"IDAT")
-        length = struct.unpack(">I", data[idat - 4:idat])[0]
-        raw = zlib.decompress(data[idat + 4: idat + 4 + length])
-        assert len(raw) == height * (1 + 3 * width)  # every row: filter byte + RGB
-        assert len(set(raw)) > 2  # not a blank image
 
 
 VIEWS = [
@@ -221,7 +329,7 @@ VIEWS = [
     ("params-gpt3", ["--gpt3"], "png"),
     ("attention-all", ["--prompt", PROMPT], "svg"),
     ("attention-one", ["--prompt", PROMPT, "--layer", "1", "--head", "0"], "png"),
-    ("embeddings-token", ["--token", "e", "--k", "5"], "svg"),
+    ("embeddings-token", ["--token", "e", "--k", "5"], "pdf"),
     ("embeddings-analogy", ["--analogy", "a", "T", "t"], "png"),
     ("embeddings-map", ["--map"], "svg"),
     ("embeddings-map-png", ["--map"], "png"),
@@ -233,12 +341,12 @@ VIEWS = [
 @pytest.mark.parametrize("name,args,ext", VIEWS, ids=[v[0] for v in VIEWS])
 def test_each_view_runs_and_saves_a_picture(name, args, ext, trained_run, tmp_path, capsys):
     view = name.split("-")[0]
-    picture = tmp_path / f"{name}.{ext}"
+    picture = tmp_path / "pictures" / f"{name}.{ext}"  # a folder that does not exist yet
     checkpoint = [] if "--gpt3" in args else ["--checkpoint", str(trained_run)]
     assert main(["inspect", view, *checkpoint, *args, "--save", str(picture)]) == 0
     out = capsys.readouterr().out
     assert f"picture saved to {picture}" in out
-    check_picture(picture)
+    check_picture_file(picture, min_width=500)
     if view == "params":
         assert "175,181,291,520" in out if "--gpt3" in args else "✓ equals the loaded model's real count" in out
 
@@ -247,7 +355,7 @@ def test_positions_of_a_sinusoidal_model(trained_run_sinusoidal, tmp_path, capsy
     picture = tmp_path / "sin.svg"
     assert main(["inspect", "positions", "--checkpoint", str(trained_run_sinusoidal), "--save", str(picture)]) == 0
     assert "sin(p / 10000^(2i/d))" in capsys.readouterr().out
-    check_picture(picture)
+    check_picture_file(picture, "Positional encodings (sinusoidal)", positions.FORMULA)
 
 
 def test_inspect_through_python_dash_m_and_clean_errors(trained_run, tmp_path):
@@ -261,20 +369,8 @@ def test_inspect_through_python_dash_m_and_clean_errors(trained_run, tmp_path):
     assert_clean_failure(result, "--layer 7")
     result = run_cli("-m", "mlxgpt", "inspect", "next", "--checkpoint", trained_run, "--prompt", "The",
                      "--save", tmp_path / "x.jpg")
-    assert_clean_failure(result, ".svg or .png")
+    assert_clean_failure(result, "x.jpg: pictures are .png, .svg or .pdf")
+    assert not (tmp_path / "x.jpg").exists()
     result = run_cli("-m", "mlxgpt", "inspect", "positions", cwd=tmp_path,  # no out/ here
                      env={"PYTHONPATH": str(REPO_ROOT)})
     assert_clean_failure(result, "no trained model found")
-
-
-def test_canvas_writes_the_same_shapes_as_svg_and_png(tmp_path):
-    cv = Canvas(160, 120)
-    cv.rect(10, 10, 30, 20, "#ff0000")
-    cv.line(0, 0, 120, 60, "#0000ff", 2)
-    cv.text(60, 40, "Hello ⏎ é", 12, anchor="middle")
-    cv.text(110, 55, "up", 10, rotate=-90)
-    check_picture(cv.save(tmp_path / "c.svg"))
-    check_picture(cv.save(tmp_path / "c.png"))
-    with pytest.raises(MlxgptError, match=r"^--save .*c\.gif: pictures are \.svg or \.png$"):
-        cv.save(tmp_path / "c.gif")
-    assert not (tmp_path / "c.gif").exists()

@@ -1,4 +1,4 @@
-"""The training dashboard, the plain fallback, the loss picture and --show-probs.
+"""The training dashboard, the plain fallback, the loss pictures and --show-probs.
 
 Rich views are rendered to recording consoles of fixed sizes (80x24, 200x50) and
 checked for their content; the CLI is run through pipes (no escape codes allowed)
@@ -21,22 +21,25 @@ import subprocess
 import sys
 import termios
 import time
-import xml.etree.ElementTree as ET
 from io import StringIO
 
 import mlx.core as mx
+import numpy as np
 import pytest
 from rich.console import Console
 
 import mlxgpt
 from conftest import REPO_ROOT, TINY_MODEL, run_cli
+from mlxgpt import plots
 from mlxgpt.events import CheckpointSaved, EvalDone, RunFinished, RunStarted, SampleGenerated, StepLogged
 from mlxgpt.generate import generate
 from mlxgpt.sampling import make_transform
-from mlxgpt.ui.picture import LossHistory, loss_svg, nice_ticks, write_loss_picture
+from mlxgpt.ui.format import bar, format_count, format_prob, nice_ticks, tick_label
+from mlxgpt.ui.history import LossHistory
 from mlxgpt.ui.plain import PlainRenderer, format_event
 from mlxgpt.ui.probs import probability_table, sampling_note, show_probs, top_candidates
 from mlxgpt.ui.rich_live import RichDashboard
+from picture_checks import check_picture_file, figure_texts
 
 SIZES = [(80, 24), (200, 50)]
 ANSI = re.compile(r"\x1b[\[\]()#;?]*[0-9;?]*[A-Za-z]?")
@@ -80,7 +83,7 @@ def loss_at(it: int) -> float:
     return 1.6 + 2.6 * math.exp(-it / 80)
 
 
-def run_events(max_iters: int = 300, interrupted_at: int | None = None, picture: str | None = "out/demo/loss.svg"):
+def run_events(max_iters: int = 300, interrupted_at: int | None = None, picture: str | None = "out/demo/loss.png"):
     """What a short run emits: evals every 100 steps with a sample, steps every 10."""
     yield started(max_iters)
     last = interrupted_at or max_iters
@@ -175,7 +178,7 @@ def test_live_dashboard_restores_the_terminal_and_prints_the_summary(tmp_path):
     after = ANSI.sub("", raw[leave:])
     assert "run summary" in after and "interrupted" in after
     assert "python train.py --resume --out out/demo" in after
-    assert "loss picture" in after and "out/demo/loss.svg" in after
+    assert "loss picture" in after and "out/demo/loss.png" in after
     assert f"{loss_at(120) + 0.05:.4f}" in after  # best val loss
     assert dash.renders >= 1 and dash.ui_seconds > 0
 
@@ -212,65 +215,88 @@ def test_resumed_dashboard_shows_the_whole_history(tmp_path):
     assert "2.1000" in text and "resumed" in text
 
 
-# ---------------------------------------------------------------- the loss picture
+# ---------------------------------------------------------------- the loss pictures
 
 
-def test_loss_picture_is_a_valid_svg_with_both_curves(tmp_path):
-    metrics = tmp_path / "metrics.jsonl"
+def write_metrics(path, evals=(0, 100, 200, 300)) -> list[dict]:
     records = [{"event": "run_started", "start_iter": 0}]
     records += [{"event": "step", "iter": i, "train_loss": loss_at(i)} for i in range(1, 301, 10)]
     records += [{"event": "eval", "iter": i, "train_loss": loss_at(i), "val_loss": loss_at(i) + 0.1,
-                 "val_bpc": (loss_at(i) + 0.1) / math.log(2)} for i in (0, 100, 200, 300)]
-    metrics.write_text("".join(json.dumps(r) + "\n" for r in records))
-    path = write_loss_picture(metrics)
-    assert path == tmp_path / "loss.svg"
-    root = ET.parse(path).getroot()
-    assert root.tag == "{http://www.w3.org/2000/svg}svg"
-    lines = root.findall(".//{http://www.w3.org/2000/svg}polyline")
-    assert len(lines) >= 2  # train steps, val (and train at evals)
-    labels = " ".join(t.text or "" for t in root.iter("{http://www.w3.org/2000/svg}text"))
-    assert "iteration" in labels and "loss" in labels and "bits per character" in labels
-    assert f"best val {loss_at(300) + 0.1:.4f}" in labels
+                 "val_bpc": (loss_at(i) + 0.1) / math.log(2)} for i in evals]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return records
 
 
-def _svg_parts(history: LossHistory) -> tuple[list[str], list[ET.Element], list[float]]:
-    """(texts, elements, every coordinate) of the loss picture of `history`."""
-    root = ET.fromstring(loss_svg(history))
-    elements = list(root.iter())
-    texts = [t.text or "" for t in root.iter("{http://www.w3.org/2000/svg}text")]
-    numbers = [float(v) for e in elements for name, value in e.attrib.items()
-               if name in ("x", "y", "x1", "y1", "x2", "y2", "cx", "cy", "points")
-               for v in value.replace(",", " ").split()]
-    return texts, elements, numbers
+def lines_by_label(fig) -> dict:
+    """The plotted lines of the loss figure's main axes, by their legend label."""
+    return {line.get_label(): line for line in fig.axes[0].get_lines()}
 
 
-def test_loss_picture_of_empty_and_single_point_histories():
-    """A degenerate range (one iteration, one loss) must not divide by zero into NaN coordinates."""
-    svg = "{http://www.w3.org/2000/svg}"
-    texts, elements, numbers = _svg_parts(LossHistory())
-    assert "no losses recorded yet" in texts
-    assert not [e for e in elements if e.tag in (svg + "polyline", svg + "circle")]
-    assert all(math.isfinite(v) for v in numbers)
+def test_loss_figure_draws_exactly_the_recorded_losses(tmp_path):
+    metrics = tmp_path / "metrics.jsonl"
+    records = write_metrics(metrics)
+    fig = plots.loss_curves(LossHistory.from_metrics(metrics), "a run")
+    lines = lines_by_label(fig)
+    steps = [(r["iter"], r["train_loss"]) for r in records if r["event"] == "step"]
+    evals = [r for r in records if r["event"] == "eval"]
+    np.testing.assert_allclose(lines["train loss (logged steps)"].get_xydata(), steps)
+    np.testing.assert_allclose(lines["train loss (eval)"].get_xydata(), [(r["iter"], r["train_loss"]) for r in evals])
+    np.testing.assert_allclose(lines["val loss (eval; right axis: bits/char)"].get_xydata(),
+                               [(r["iter"], r["val_loss"]) for r in evals])
+    best = min(evals, key=lambda r: r["val_loss"])
+    np.testing.assert_allclose(lines["_best"].get_xydata(), [(best["iter"], best["val_loss"])])  # the red ring
+    texts = figure_texts(fig)
+    assert "a run" in texts and "iteration" in texts and "loss (nats per token)" in texts
+    assert f"best val {best['val_loss']:.4f} ({best['val_loss'] / math.log(2):.3f} bpc) @ {best['iter']}" in texts
+    assert f"val loss in bits per character (nats x {1 / math.log(2):.4f})" in texts  # the right axis
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert legend == ["train loss (logged steps)", "train loss (eval)", "val loss (eval; right axis: bits/char)"]
 
-    texts, elements, numbers = _svg_parts(LossHistory(evals=[(0, 4.2, 4.2, 6.0)]))
+
+def test_loss_pictures_are_written_as_png_and_svg_beside_the_metrics(tmp_path):
+    metrics = tmp_path / "metrics.jsonl"
+    write_metrics(metrics)
+    path = plots.write_loss_pictures(metrics)
+    assert path == tmp_path / "loss.png"
+    check_picture_file(tmp_path / "loss.png")
+    check_picture_file(tmp_path / "loss.svg", f"mlxgpt loss curves: {tmp_path}", "iteration", "best val")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["loss.png", "loss.svg", "metrics.jsonl"]  # no temp files
+
+
+def test_loss_figure_of_empty_and_single_point_histories():
+    """A degenerate range (one iteration, one loss) must still give finite axes and a picture."""
+    fig = plots.loss_curves(LossHistory())
+    assert "no losses recorded yet" in figure_texts(fig) and not fig.axes[0].get_lines()
+
+    fig = plots.loss_curves(LossHistory(evals=[(0, 4.2, 4.2, 6.0)]))
+    texts = figure_texts(fig)
     assert "no losses recorded yet" not in texts
     assert "best val 4.2000 (6.000 bpc) @ 0" in texts  # one eval is the best one, in nats and bits per char
     assert "val loss in bits per character (nats x 1.4286)" in texts  # 6.0 / 4.2
-    assert len([e for e in elements if e.tag == svg + "circle"]) == 2  # the point and the best-val ring
-    assert all(math.isfinite(v) for v in numbers)
 
-    texts, elements, numbers = _svg_parts(LossHistory(steps=[(1, 4.0)]))
-    assert "no losses recorded yet" not in texts and not any("best val" in t for t in texts)
-    y_ticks = [float(e.text) for e in elements if e.tag == svg + "text" and e.get("text-anchor") == "end"
-               and re.fullmatch(r"\d+(\.\d+)?", e.text or "")]  # the loss axis' labels, right-aligned
-    assert min(y_ticks) < 4.0 < max(y_ticks)  # the axis is drawn around the one loss
-    assert all(math.isfinite(v) for v in numbers)
+    fig = plots.loss_curves(LossHistory(steps=[(1, 4.0)]))
+    assert not any("best val" in t for t in figure_texts(fig))
+    fig.draw_without_rendering()
+    low, high = fig.axes[0].get_ylim()
+    assert math.isfinite(low) and low < 4.0 < high  # the axis is drawn around the one loss
 
 
-def test_nice_ticks_are_round_and_cover_the_range():
+def test_text_helpers_shared_by_the_terminal_views():
     assert nice_ticks(0, 2000, 5) == [0, 500, 1000, 1500, 2000]
     ticks = nice_ticks(1.53, 4.21, 6)
     assert all(1.53 <= t <= 4.21 for t in ticks) and len(ticks) >= 4
+    assert [tick_label(t) for t in (500, 2.5, 25_000)] == ["500", "2.5", "25k"]
+    assert [format_count(n) for n in (640, 804_096, 175_181_291_520)] == ["640", "804.10k", "175.18B"]
+    assert [format_prob(p) for p in (0.57, 0.0008)] == ["57.0%", "8e-04"]
+    assert bar(0.5, 4) == "██" and bar(1 / 16, 4) == "▎" and bar(2.0, 3) == "███" and bar(float("nan"), 3) == ""
+    assert bar(0.5, 10, ascii=True) == "#####"
+
+
+def test_a_trained_run_has_its_loss_pictures(trained_run):
+    check_picture_file(trained_run / "loss.png")
+    check_picture_file(trained_run / "loss.svg", f"mlxgpt loss curves: {trained_run}", "best val", "iteration")
+    finished = [json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()][-1]
+    assert finished["picture_path"] == str(trained_run / "loss.png")
 
 
 # ---------------------------------------------------------------- the real CLI
@@ -289,10 +315,10 @@ def test_piped_training_prints_plain_lines_and_writes_the_picture(piped_run):
     out, result = piped_run
     assert "\x1b" not in result.stdout and "\x1b" not in result.stderr
     assert "eval     20:" in result.stdout and "sample at iter 20" in result.stdout
-    picture = out / "loss.svg"
+    picture = out / "loss.png"
     assert f"loss curves: {picture}" in result.stdout
-    root = ET.parse(picture).getroot()
-    assert root.tag.endswith("svg") and root.findall(".//{http://www.w3.org/2000/svg}polyline")
+    check_picture_file(picture)
+    check_picture_file(out / "loss.svg", "val loss (eval; right axis: bits/char)")
     finished = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][-1]
     assert finished["event"] == "run_finished" and finished["picture_path"] == str(picture)
 
@@ -300,7 +326,7 @@ def test_piped_training_prints_plain_lines_and_writes_the_picture(piped_run):
 def test_plain_renderer_names_the_picture_and_the_resume_command():
     finished = list(run_events(interrupted_at=50))[-1]
     line = format_event(finished)
-    assert "loss curves: out/demo/loss.svg" in line and "resume with: python train.py --resume" in line
+    assert "loss curves: out/demo/loss.png" in line and "resume with: python train.py --resume" in line
     stream = StringIO()
     renderer = PlainRenderer(stream)
     for event in run_events():
@@ -367,7 +393,9 @@ def test_training_in_a_terminal_shows_the_dashboard_and_ctrl_c_prints_the_resume
     summary = ANSI.sub("", raw[leave:])
     assert "interrupted" in summary and f"python train.py --resume --out {out}" in summary
     assert "Traceback" not in raw
-    assert (out / "latest" / "state.json").is_file() and (out / "loss.svg").is_file()
+    assert (out / "latest" / "state.json").is_file()
+    check_picture_file(out / "loss.png")  # drawn for an interrupted run too
+    check_picture_file(out / "loss.svg", "iteration")
 
 
 # ---------------------------------------------------------------- --show-probs

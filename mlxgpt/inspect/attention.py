@@ -8,8 +8,6 @@ layer, with the residual stream advanced by the real blocks.
 
 from __future__ import annotations
 
-import math
-
 import mlx.core as mx
 import numpy as np
 
@@ -26,7 +24,7 @@ def attention_maps(model: GPT, ids: list[int]) -> np.ndarray:
         raise MlxgptError(f"the prompt is {len(ids)} tokens, more than the model's context of "
                           f"{model.args.block_size}: shorten it")
     idx = mx.array(ids, dtype=mx.int32)[None]  # (1, T)
-    x = model.wte(idx) + model.position_embedding(0, len(ids))  # (1, T, C); dropout is off in eval mode
+    x = model.embed(idx)  # (1, T, C): token + position; dropout is off in eval mode
     maps = []
     for block in model.h:
         q, k, _ = block.attn.qkv(block.ln_1(x))  # (1, nh, T, hs)
@@ -120,63 +118,7 @@ def render(maps: np.ndarray, labels: list[str], chosen: list[tuple[int, int]], t
 
 
 def picture(maps: np.ndarray, labels: list[str], chosen: list[tuple[int, int]], title: str):
-    from mlxgpt.inspect.canvas import Canvas, text_width
-    from mlxgpt.inspect.pictures import colour_bar, heatmap, label_extent
+    """The chosen heads as heatmaps (a matplotlib Figure, drawn by mlxgpt/plots.py)."""
+    from mlxgpt import plots
 
-    T = len(labels)
-    mask = causal_mask(T)
-    short = all(len(s) <= 2 for s in labels)
-    if len(chosen) == 1:
-        layer, head = chosen[0]
-        cell = max(2.5, min(34.0, 640.0 / T))
-        size = min(13.0, max(7.0, cell * 0.6))
-        every = math.ceil(size * 1.2 / cell)  # label every n-th token when cells are smaller than letters
-        lab = label_extent(labels, size)
-        top_room = (size + 8) if short else lab + 10
-        left = 60 + lab
-        top = 92 + top_room
-        width = max(left + T * cell + 90, text_width(title, 14) + 30, 720)
-        height = top + T * cell + 50
-        cv = Canvas(width, height)
-        cv.text(14, 24, title, 14, bold=True)
-        cv.text(14, 42, f"layer {layer}, head {head}: attention weights softmax(q·kᵀ/√d_head), rows sum to 1", 10,
-                "#555555")
-        cv.text(14, 56, "grey = future tokens, hidden by the causal mask", 10, "#555555")
-        heatmap(cv, left, top, maps[layer, head], cell, row_labels=labels, col_labels=labels, mask=mask,
-                label_size=size, annotate=cell >= 26, label_every=every)
-        cv.text(left + T * cell / 2, top - top_room - 6, "key: the token being looked at →", 11, "#444444",
-                anchor="middle")
-        cv.text(left - lab - 16, top + T * cell / 2, "← query: the token looking", 11, "#444444", anchor="middle",
-                rotate=-90)
-        colour_bar(cv, left + T * cell + 24, top, min(220.0, T * cell), vmin=0.0, vmax=1.0, label="weight")
-        return cv
-    layers = sorted({l for l, _ in chosen})
-    heads = sorted({h for _, h in chosen})
-    cell = max(0.75, min(14.0, 220.0 / T))
-    size = min(10.0, cell * 0.85)
-    show_labels = cell >= 7
-    lab = label_extent(labels, size) if show_labels else 0.0
-    gap = 18 + (lab if show_labels else 0)
-    map_w = T * cell
-    left, top = 70 + lab, 78
-    width = left + len(heads) * (map_w + gap) + 70
-    height = top + len(layers) * (map_w + gap + (0 if short else lab)) + 30
-    cv = Canvas(width, height)
-    cv.text(14, 24, title, 14, bold=True)
-    cv.text(14, 42, "every head of every layer; in each map rows = queries, columns = keys (first token top-left), "
-                    "grey = hidden by the causal mask", 10, "#555555")
-    for r, layer in enumerate(layers):
-        y = top + r * (map_w + gap + (0 if short else lab))
-        cv.text(14, y + map_w / 2 + 4, f"layer {layer}", 11, bold=True)
-        for c, head in enumerate(heads):
-            if (layer, head) not in chosen:
-                continue
-            x = left + c * (map_w + gap)
-            if r == 0:
-                cv.text(x + map_w / 2, top - 10, f"head {head}", 11, anchor="middle", bold=True)
-            heatmap(cv, x, y, maps[layer, head], cell,
-                    row_labels=labels if show_labels and c == 0 else None,
-                    col_labels=labels if show_labels and r == len(layers) - 1 else None,
-                    col_labels_below=True, mask=mask, label_size=size)
-    colour_bar(cv, width - 50, top, min(160.0, map_w), vmin=0.0, vmax=1.0, label="weight")
-    return cv
+    return plots.attention_heads(maps, labels, chosen, title)

@@ -9,6 +9,7 @@ import argparse
 from pathlib import Path
 
 from mlxgpt.errors import MlxgptError
+from mlxgpt.flags import add_checkpoint_argument
 
 VIEWS = {
     "params": "parameter tally by matrix family (yours, or GPT-3's with --gpt3)",
@@ -21,20 +22,19 @@ VIEWS = {
 
 def _common(p: argparse.ArgumentParser, checkpoint: bool = True) -> None:
     if checkpoint:
-        p.add_argument("--checkpoint", metavar="DIR", help="run directory (its best checkpoint) or checkpoint "
-                                                           "directory (default: the most recent run under out/)")
-    p.add_argument("--save", metavar="FILE", help="also write the picture to FILE.svg or FILE.png")
+        add_checkpoint_argument(p)
+    p.add_argument("--save", metavar="FILE", help="also draw the picture (matplotlib) into FILE.png, .svg or .pdf")
 
 
 def add_inspect_arguments(p: argparse.ArgumentParser) -> None:
     p.description = ("Look inside a trained model: every concept of a GPT, shown on your own checkpoint. "
-                     "Each view prints to the terminal and can save a picture (--save FILE.svg|png).")
+                     "Each view prints to the terminal and can save a picture (--save FILE.png|svg|pdf).")
     views = p.add_subparsers(dest="view", required=True, metavar="VIEW")
     fmt = p.formatter_class
 
     v = views.add_parser("params", help=VIEWS["params"], description=VIEWS["params"], formatter_class=fmt)
     which = v.add_mutually_exclusive_group()
-    which.add_argument("--checkpoint", metavar="DIR", help="run or checkpoint directory (default: the most recent run)")
+    add_checkpoint_argument(which)
     which.add_argument("--gpt3", action="store_true", help="GPT-3 175B's published shape instead of a checkpoint")
     _common(v, checkpoint=False)
     v.set_defaults(view_func=cmd_params)
@@ -93,17 +93,24 @@ def _describe(model, directory: Path) -> str:
 
 def _check_save(path: str | None) -> None:
     """Fail on a bad --save before doing any work."""
-    if path and Path(path).suffix.lower() not in (".svg", ".png"):
-        raise MlxgptError(f"--save {path}: pictures are .svg or .png (e.g. --save attention.svg)")
+    from mlxgpt.plots import FORMATS
+
+    if path and Path(path).suffix.lower() not in FORMATS:
+        raise MlxgptError(f"--save {path}: pictures are .png, .svg or .pdf (e.g. --save attention.png)")
 
 
 def _output(renderable, picture_fn, save: str | None) -> int:
+    """Print the terminal view; with --save, also draw the picture into that file."""
+    from mlxgpt import plots
     from mlxgpt.inspect.term import console
 
     con = console()
     con.print(renderable)
     if save:
-        path = picture_fn().save(save)
+        try:
+            path = plots.save(picture_fn(), save)
+        except OSError as exc:
+            raise MlxgptError(f"cannot write {save}: {exc.strerror or exc}") from None
         con.print(f"picture saved to {path}", style="dim", soft_wrap=True)  # a path must stay one piece
     return 0
 

@@ -131,7 +131,7 @@ def render_neighbours(rows: list[tuple[int, float]], tokenizer: Tokenizer, title
     from rich.table import Table
     from rich.text import Text
 
-    from mlxgpt.inspect.term import bar
+    from mlxgpt.ui.format import bar
 
     table = Table(title=title, title_justify="left", title_style="bold", caption=caption or None,
                   caption_justify="left", header_style="bold")
@@ -143,7 +143,7 @@ def render_neighbours(rows: list[tuple[int, float]], tokenizer: Tokenizer, title
     for rank, (i, sim) in enumerate(rows, start=1):
         style = "bold yellow" if i == query else ""
         table.add_row(str(rank), Text(tokenizer.token_label(i), style=style), str(i), f"{sim:+.3f}",
-                      Text(bar(max(0.0, sim), 20), style="cyan" if sim >= 0 else "red"))
+                      Text(bar(sim, 20), style="cyan" if sim >= 0 else "red"))
     return table
 
 
@@ -201,67 +201,18 @@ def _free_spot(grid, row: int, col: int, length: int) -> tuple[int, int] | None:
     return None
 
 
-# ---------------------------------------------------------------- pictures
+# ---------------------------------------------------------------- pictures (drawn by mlxgpt/plots.py)
 
 
 def neighbours_picture(rows: list[tuple[int, float]], tokenizer: Tokenizer, title: str, subtitle: str = "",
                        highlight: int | None = None):
-    from mlxgpt.inspect.canvas import Canvas
-    from mlxgpt.inspect.pictures import hbar_chart
+    from mlxgpt import plots
 
-    labels = [tokenizer.token_label(i) for i, _ in rows]
-    values = [s for _, s in rows]
-    height = 80 + 22 * len(rows) + 20
-    cv = Canvas(640, height)
-    cv.text(14, 24, title, 14, bold=True)
-    if subtitle:
-        cv.text(14, 42, subtitle, 10, "#555555")
-    hbar_chart(cv, 20, 56, labels, values, bar_width=420, row_h=22, vmax=1.0, value_fmt="{:+.3f}",
-               highlight=highlight, label_size=13)
-    return cv
+    return plots.similarity_bars([tokenizer.token_label(i) for i, _ in rows], [s for _, s in rows], title,
+                                 subtitle, highlight)
 
 
 def map_picture(coords: np.ndarray, share: tuple[float, float], labels: list[str], title: str, note: str = ""):
-    from mlxgpt.inspect.canvas import Canvas, text_width
-    from mlxgpt.inspect.pictures import place_labels
+    from mlxgpt import plots
 
-    cats = [category(s) for s in labels]
-    many = len(coords) > 400  # a large vocabulary: dots, and labels for a sample only
-    W, H, left, top = 760, 600, 60, 60
-    cv = Canvas(left + W + 190, top + H + 60)
-    cv.text(14, 24, title, 14, bold=True)
-    cv.text(14, 42, "every token embedding projected on its two principal components (PCA); "
-                    "nearby = similar vectors" + (f"; {note}" if note else ""), 10, "#555555")
-    lo, hi = coords.min(axis=0), coords.max(axis=0)
-    pad = (hi - lo) * 0.05 + 1e-9
-    lo, hi = lo - pad, hi + pad
-    px = lambda v: left + (v - lo[0]) / (hi[0] - lo[0]) * W
-    py = lambda v: top + H - (v - lo[1]) / (hi[1] - lo[1]) * H
-    cv.rect(left, top, W, H, "#fcfcfc", stroke="#999999")
-    cv.line(px(0), top, px(0), top + H, "#dddddd", 0.8, dashed=True)
-    cv.line(left, py(0), left + W, py(0), "#dddddd", 0.8, dashed=True)
-    step = max(1, len(coords) // 300)
-    shown = [i for i in range(len(coords)) if not (many and i % step)]
-    for i in range(len(coords)):
-        cv.circle(px(coords[i, 0]), py(coords[i, 1]), 1.5 if many else 2.0,
-                  CATEGORY_COLOURS[cats[i]] if many else "#999999")
-    sizes = {i: 14 if len(labels[i]) == 1 else 10 for i in shown}
-    spots = place_labels([(px(coords[i, 0]), py(coords[i, 1])) for i in shown],
-                         [(text_width(labels[i], sizes[i]), sizes[i] * 0.9) for i in shown], (left, top, left + W, top + H))
-    for i, (lx, ly, moved) in zip(shown, spots):
-        if moved:
-            cv.line(px(coords[i, 0]), py(coords[i, 1]), lx + text_width(labels[i], sizes[i]) / 2, ly - sizes[i] * 0.35,
-                    "#bbbbbb", 0.6)
-        cv.text(lx, ly, labels[i], sizes[i], CATEGORY_COLOURS[cats[i]], bold=len(labels[i]) == 1)
-    cv.text(left + W / 2, top + H + 24, f"1st principal component ({100 * share[0]:.1f}% of the variance)", 11,
-            "#444444", anchor="middle")
-    cv.text(left - 16, top + H / 2, f"2nd principal component ({100 * share[1]:.1f}%)", 11, "#444444",
-            anchor="middle", rotate=-90)
-    y = top + 10
-    cv.text(left + W + 16, y, "colour = kind of token", 11, bold=True)
-    for c in CATEGORY_ORDER:
-        if c in cats:
-            y += 20
-            cv.rect(left + W + 16, y - 9, 10, 10, CATEGORY_COLOURS[c])
-            cv.text(left + W + 32, y, c, 11)
-    return cv
+    return plots.token_map(coords, share, labels, [category(s) for s in labels], CATEGORY_COLOURS, title, note)

@@ -46,6 +46,18 @@ def temperatures(chosen: float) -> list[float]:
     return sorted(ts)
 
 
+def compare(logits: mx.array, chosen: float, top: int) -> tuple[list[int], list[tuple[float, np.ndarray, float]]]:
+    """The `top` candidates at temperature 1 (in that order at every temperature), and for each
+    temperature in temperatures(chosen): (T, their probabilities, entropy of the whole distribution)."""
+    ids = [i for i, _ in top_candidates(distribution(logits, 1.0), top)]
+    panels = []
+    for t in temperatures(chosen):
+        logprobs = distribution(logits, t)
+        probs = np.exp(np.asarray(logprobs.astype(mx.float32), dtype=np.float64))
+        panels.append((t, probs[ids], entropy_bits(logprobs)))
+    return ids, panels
+
+
 # ---------------------------------------------------------------- terminal
 
 
@@ -55,7 +67,8 @@ def render(logits: mx.array, tokenizer, prompt_labels: str, temperature: float, 
     from rich.table import Table
     from rich.text import Text
 
-    from mlxgpt.ui.probs import bar, format_prob, prob_style
+    from mlxgpt.ui.format import bar, format_prob
+    from mlxgpt.ui.probs import prob_style
 
     main = distribution(logits, temperature)
     greedy = " (0 = greedy: shown at temperature 1; the top token is always picked)" if temperature == 0 else ""
@@ -65,20 +78,17 @@ def render(logits: mx.array, tokenizer, prompt_labels: str, temperature: float, 
                    probability_table(top_candidates(main, top), tokenizer)]
 
     # the same candidates at each temperature, side by side (temperature never changes their order)
-    ts = temperatures(temperature)
-    ids = [i for i, _ in top_candidates(distribution(logits, 1.0), top)]
-    probs = {t: np.exp(np.asarray(distribution(logits, t).astype(mx.float32), dtype=np.float64)) for t in ts}
+    ids, panels = compare(logits, temperature, top)
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold", padding=(0, 1),
                   show_footer=True, footer_style="dim")
     table.add_column("token", no_wrap=True, footer="entropy")
-    for t in ts:
-        table.add_column(f"T={t:g}", justify="right", no_wrap=True, min_width=6,
-                         footer=f"{entropy_bits(mx.log(mx.array(probs[t]))):.2f}")
+    for t, _, entropy in panels:
+        table.add_column(f"T={t:g}", justify="right", no_wrap=True, min_width=6, footer=f"{entropy:.2f}")
         table.add_column("", no_wrap=True, width=5, footer="bits")
-    for i in ids:
+    for row, i in enumerate(ids):
         cells = [Text(tokenizer.token_label(i), style="bold")]
-        for t in ts:
-            p = float(probs[t][i])
+        for _, probs, _ in panels:
+            p = float(probs[row])
             cells += [Text(format_prob(p), style=prob_style(p)), Text(bar(p, 5), style=prob_style(p))]
         table.add_row(*cells)
     parts += [Text(""), Text("softmax with temperature, p_i = exp(z_i / T) / Σ_j exp(z_j / T): the same candidates "
@@ -90,29 +100,10 @@ def render(logits: mx.array, tokenizer, prompt_labels: str, temperature: float, 
 
 
 def picture(logits: mx.array, tokenizer, prompt_labels: str, temperature: float, top: int, title: str):
-    from mlxgpt.inspect.canvas import CATEGORICAL, Canvas
-    from mlxgpt.inspect.pictures import hbar_chart, label_extent
+    """The candidates' probabilities at each temperature, side by side (drawn by mlxgpt/plots.py)."""
+    from mlxgpt import plots
 
-    ts = temperatures(temperature)
-    base = top_candidates(distribution(logits, 1.0), top)  # same order at every temperature
-    ids = [i for i, _ in base]
-    labels = [tokenizer.token_label(i) for i in ids]
-    lab = label_extent(labels, 13) + 6
-    bar_w, row_h, gap = 150.0, 20.0, 40.0
-    panel_w = lab + bar_w + 56
-    width = 20 + len(ts) * (panel_w + gap)
-    height = 110 + len(ids) * row_h + 16
-    cv = Canvas(width, height)
-    cv.text(14, 24, title, 14, bold=True)
-    cv.text(14, 42, f"after: {prompt_labels}", 11, "#555555")
-    cv.text(14, 60, "softmax with temperature T: p = exp(z/T) / sum exp(z/T); same tokens in every panel, "
-                    "sharper for T < 1, flatter for T > 1", 10, "#555555")
-    for k, t in enumerate(ts):
-        lp = distribution(logits, t)
-        probs = np.exp(np.asarray(lp.astype(mx.float32), dtype=np.float64))
-        values = [float(probs[i]) for i in ids]
-        x = 20 + k * (panel_w + gap)
-        hbar_chart(cv, x, 72, labels, values, bar_width=bar_w, row_h=row_h, vmax=1.0,
-                   colour=CATEGORICAL[k % len(CATEGORICAL)], value_fmt="{:.1%}", label_size=13,
-                   title=f"T = {t:g}   (entropy {entropy_bits(lp):.2f} bits)")
-    return cv
+    ids, panels = compare(logits, temperature, top)
+    return plots.next_token_bars([tokenizer.token_label(i) for i in ids], panels, title, f"after: {prompt_labels}",
+                                 "softmax with temperature T: p = exp(z/T) / Σ exp(z/T); same tokens in every panel, "
+                                 "sharper for T < 1, flatter for T > 1")

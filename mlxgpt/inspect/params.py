@@ -179,7 +179,7 @@ def stored_total(model) -> int:
     return sum(w.size for _, w in tree_flatten(model.parameters()))
 
 
-# ---------------------------------------------------------------- terminal and picture
+# ---------------------------------------------------------------- terminal and picture (mlxgpt/plots.py)
 
 
 def render(t: Tally, title: str, model=None):
@@ -188,7 +188,7 @@ def render(t: Tally, title: str, model=None):
     from rich.table import Table
     from rich.text import Text
 
-    from mlxgpt.inspect.term import bar
+    from mlxgpt.ui.format import bar, format_count
 
     real = model_counts(model) if model is not None else None
 
@@ -226,7 +226,7 @@ def render(t: Tally, title: str, model=None):
         rest.add_row(shared.name, shape_cell(shared), f"−{t.shared:,}")
 
     lines = [Text("\n".join(notes), style="dim"), Text(""), rest, Text(""),
-             Text.assemble(("Total parameters: ", "bold"), (f"{t.total:,}", "bold"), f"  ({human(t.total)})")]
+             Text.assemble(("Total parameters: ", "bold"), (f"{t.total:,}", "bold"), f"  ({format_count(t.total)})")]
     if t.shape.tied:
         lines.append(Text("The unembedding is tied: the model turns vectors back into token scores with the "
                           "embedding matrix itself (transposed). The eight-family tally counts it, as 3Blue1Brown "
@@ -244,44 +244,12 @@ def render(t: Tally, title: str, model=None):
     return Group(table, *lines)
 
 
-def human(n: int) -> str:
-    for div, unit in ((10**12, "T"), (10**9, "B"), (10**6, "M"), (10**3, "k")):
-        if n >= div:
-            return f"{n / div:.2f}{unit}"
-    return str(n)
-
-
 def picture(t: Tally, title: str):
     """A bar per family (longest = largest family), with count, share and formula; the rest below."""
-    from mlxgpt.inspect.canvas import CATEGORICAL, Canvas, text_width
+    from mlxgpt import plots
 
-    rows = t.families
-    total = t.families_total or 1
-    biggest = max(r.count for r in rows) or 1
-    notes = [f"{r.count:,}  ({100 * r.count / total:.1f}%)   = {r.numbers}" for r in rows]
-    label_w = max(text_width(r.name, 12) for r in rows) + 24
-    bar_w, row_h = 300, 26
-    width = max(label_w + bar_w + max(text_width(n, 11) for n in notes) + 30, text_width(title, 15) + 30)
-    height = 70 + row_h * len(rows) + 40 + 20 * (len(t.others) + 3)
-    cv = Canvas(width, height)
-    cv.text(12, 26, title, 15, bold=True)
-    cv.text(12, 46, f"eight families: {t.families_total:,} parameters; bar length = size of the family", 11,
-            "#555555")
-    top = 62
-    for i, (r, note) in enumerate(zip(rows, notes)):
-        y = top + i * row_h
-        cv.text(label_w - 8, y + 17, r.name, 12, anchor="end")
-        w = bar_w * r.count / biggest
-        cv.rect(label_w, y + 4, max(w, 1.0), row_h - 8, CATEGORICAL[i % len(CATEGORICAL)])
-        cv.text(label_w + w + 8, y + 17, note, 11, "#333333")
-    y = top + len(rows) * row_h + 24
-    cv.text(12, y, "Not in the families:", 12, bold=True)
-    for r in t.others:
-        y += 20
-        cv.text(24, y, f"{r.name}: {r.count:,}", 11, "#333333")
+    others = [f"{r.name}: {r.count:,}" for r in t.others]
     if t.shared:
-        y += 20
-        cv.text(24, y, f"tied unembedding, stored once: −{t.shared:,}", 11, "#333333")
-    y += 24
-    cv.text(12, y, f"Total: {t.total:,}", 12, bold=True)
-    return cv
+        others.append(f"tied unembedding, stored once: −{t.shared:,}")
+    return plots.parameter_families([r.name for r in t.families], [r.count for r in t.families],
+                                    [r.numbers for r in t.families], others, t.total, title)

@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from mlxgpt.model import GPT
+from mlxgpt.model import GPT, sinusoidal_positions
 
 FORMULA = "PE[p, 2i] = sin(p / 10000^(2i/d)),  PE[p, 2i+1] = cos(p / 10000^(2i/d))"
 
@@ -22,7 +22,10 @@ def position_vectors(model: GPT) -> np.ndarray:
     """(block_size, d_model): what the model adds to the token embedding at each position."""
     import mlx.core as mx
 
-    pe = model.position_embedding(0, model.args.block_size)
+    if model.args.pos_embedding == "learned":
+        pe = model.wpe.weight  # the trained table
+    else:
+        pe = sinusoidal_positions(mx.arange(model.args.block_size), model.args.n_embd)
     return np.array(pe.astype(mx.float32)).astype(np.float64)
 
 
@@ -72,8 +75,7 @@ def render(model: GPT, title: str):
     from rich.table import Table
     from rich.text import Text
 
-    from mlxgpt.inspect.canvas import DIVERGING
-    from mlxgpt.inspect.term import colour_scale, console, half_block_text
+    from mlxgpt.inspect.term import DIVERGING, colour_scale, console, half_block_text
 
     con = console()
     pe = position_vectors(model)
@@ -95,7 +97,7 @@ def render(model: GPT, title: str):
         cols = min(d, con.width - 4)
         parts.append(Text(f"PE values, positions 0–{T - 1}{every} (rows) × dimensions 0–{cols - 1} "
                           "(columns); blue −1, white 0, red +1:", style="dim"))
-        parts.append(half_block_text(pe[::step, :cols], con=con, vmin=-1.0, vmax=1.0, stops=DIVERGING))
+        parts.append(half_block_text(pe[::step, :cols], con=con, vmin=-1.0, vmax=1.0, cmap=DIVERGING))
         parts.append(colour_scale(con, -1.0, 1.0, DIVERGING))
     else:
         parts.append(Text(f"Learned positional embedding wpe: {T} positions × {d} dimensions, trained with "
@@ -103,7 +105,7 @@ def render(model: GPT, title: str):
     shown = sim[::step, ::step]
     parts.append(Text(f"cosine similarity of position vectors, position × position{every}; "
                       "top-left = position 0; blue −1, white 0, red +1:", style="dim"))
-    parts.append(half_block_text(shown, con=con, vmin=-1.0, vmax=1.0, stops=DIVERGING))
+    parts.append(half_block_text(shown, con=con, vmin=-1.0, vmax=1.0, cmap=DIVERGING))
     parts.append(colour_scale(con, -1.0, 1.0, DIVERGING))
     near = ", ".join(f"{k} apart: {neighbour_similarity(sim, k):+.2f}" for k in (1, 2, 4, 8, 16, 32) if k < T)
     parts.append(Text(f"mean similarity of positions {near}", style="dim"))
@@ -114,61 +116,17 @@ def render(model: GPT, title: str):
 
 
 def picture(model: GPT, title: str):
-    from mlxgpt.inspect.canvas import CATEGORICAL, DIVERGING, Canvas
-    from mlxgpt.inspect.pictures import colour_bar, heatmap, line_plot
+    """Sinusoidal: a few of the clocks as curves, and every value. Learned: the similarity
+    of the positions' vectors. (Drawn by mlxgpt/plots.py.)"""
+    from mlxgpt import plots
 
     pe = position_vectors(model)
     T, d = pe.shape
-    sim = cosine_similarity_matrix(pe)
-    every = max(1, T // 16)
-    ticks = [str(p) if p % every == 0 else "" for p in range(T)]
     if model.args.pos_embedding == "sinusoidal":
-        pairs = curve_pairs(d)
-        panel_h, panel_w = 70.0, 520.0
-        left, top = 70.0, 100.0
-        cell = max(2.0, min(10.0, 320.0 / max(T, d)))
-        hx = left + panel_w + 80
-        width = max(hx + d * cell + 80, hx + 330)
-        height = max(top + len(pairs) * (panel_h + 44) + 20, top + T * cell + 90)
-        cv = Canvas(width, height)
-        cv.text(14, 24, title, 14, bold=True)
-        cv.text(14, 44, "Sinusoidal positional encoding (fixed, no parameters): each pair of dimensions is a clock",
-                11, "#333333")
-        cv.text(14, 64, FORMULA, 12, "#1f4e79", bold=True)
-        fine = np.linspace(0, T - 1, 8 * T)
-        xs = np.arange(T)
-        for k, pair in enumerate(pairs):
-            y = top + k * (panel_h + 44)
-            freq = 1.0 / 10000 ** (2 * pair / d)
-            px, py = line_plot(cv, left, y, panel_w, panel_h,
-                               [(f"dim {2 * pair}: sin", fine, np.sin(fine * freq), CATEGORICAL[0]),
-                                (f"dim {2 * pair + 1}: cos", fine, np.cos(fine * freq), CATEGORICAL[1])],
-                               ylim=(-1.1, 1.1), title=f"i={pair}: one turn every {wavelength(pair, d):,.1f} positions",
-                               xlabel="position p (dots: the values the model adds)" if k == len(pairs) - 1 else "")
-            for p in xs:  # what the model actually uses: the curves at whole positions
-                cv.circle(px(float(p)), py(float(pe[p, 2 * pair])), 1.8, CATEGORICAL[0])
-                cv.circle(px(float(p)), py(float(pe[p, 2 * pair + 1])), 1.8, CATEGORICAL[1])
-        cv.text(hx, top - 22, "every value: position (row)", 11, bold=True)
-        cv.text(hx, top - 8, f"× dimension (column), {T} × {d}", 11, bold=True)
-        heatmap(cv, hx, top, pe, cell, vmin=-1.0, vmax=1.0, stops=DIVERGING,
-                row_labels=ticks if cell >= 4 else None, label_size=9)
-        cv.text(hx + d * cell / 2, top + T * cell + 16, "dimension → (slower clocks to the right)", 10,
-                "#444444", anchor="middle")
-        colour_bar(cv, hx + d * cell + 20, top, min(200.0, T * cell), vmin=-1.0, vmax=1.0, stops=DIVERGING,
-                   label="value")
-        return cv
-    cell = max(4.0, min(12.0, 640.0 / T))
-    left, top = 60.0, 84.0
-    cv = Canvas(left + T * cell + 100, top + T * cell + 60)
-    cv.text(14, 24, title, 14, bold=True)
-    cv.text(14, 44, f"Learned positional embedding: cosine similarity between the vectors of positions p (row) and "
-                    f"q (column), {T} × {T}", 11, "#333333")
-    cv.text(14, 62, f"neighbours 1 apart: {neighbour_similarity(sim, 1):+.2f} on average; "
-                    f"8 apart: {neighbour_similarity(sim, 8):+.2f}", 10, "#555555")
-    heatmap(cv, left, top, sim, cell, vmin=-1.0, vmax=1.0, stops=DIVERGING, row_labels=ticks, col_labels=ticks,
-            col_labels_below=True, label_size=9)
-    cv.text(left + T * cell / 2, top + T * cell + 30, "position q →", 11, "#444444", anchor="middle")
-    cv.text(left - 30, top + T * cell / 2, "← position p", 11, "#444444", anchor="middle", rotate=-90)
-    colour_bar(cv, left + T * cell + 20, top, min(240.0, T * cell), vmin=-1.0, vmax=1.0, stops=DIVERGING,
-               label="cosine")
-    return cv
+        return plots.sinusoidal_encoding(pe, [(pair, wavelength(pair, d)) for pair in curve_pairs(d)], FORMULA, title)
+    sim = cosine_similarity_matrix(pe)
+    return plots.position_similarity(
+        sim, title, f"Learned positional embedding: cosine similarity between the vectors of positions p (row) "
+                    f"and q (column), {T} × {T}",
+        f"neighbours 1 apart: {neighbour_similarity(sim, 1):+.2f} on average; "
+        f"8 apart: {neighbour_similarity(sim, 8):+.2f}")

@@ -8,6 +8,7 @@ from " .:-=+*#%@", so the picture survives in plain text too.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Callable, Sequence
 
 import numpy as np
@@ -15,11 +16,27 @@ from rich.console import Console
 from rich.style import Style
 from rich.text import Text
 
-from mlxgpt.inspect.canvas import VIRIDIS, ramp
-
 SHADES = " .:-=+*#%@"
 MASK_CHAR = "·"
 TERM_MASKED = "#3a3a3a"  # dark grey: the hidden (future) half of an attention map
+# matplotlib's colour maps, so the terminal shows the colours of the saved pictures (mlxgpt/plots.py)
+VIRIDIS = "viridis"  # perceptually uniform, readable in grey and by most colour-blind readers
+DIVERGING = "RdBu_r"  # blue = negative, white = 0, red = positive
+
+
+@lru_cache(maxsize=None)
+def _palette(cmap: str) -> tuple[str, ...]:
+    """256 hex colours along a matplotlib colour map."""
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    return tuple(to_hex(rgba) for rgba in colormaps[cmap](np.linspace(0.0, 1.0, 256)))
+
+
+def colour(cmap: str, t: float) -> str:
+    """The colour at t in [0, 1] (NaN counts as 0) along a colour map, as '#rrggbb'."""
+    t = 0.0 if t != t else min(1.0, max(0.0, t))
+    return _palette(cmap)[int(round(t * 255))]
 
 
 def console() -> Console:
@@ -45,7 +62,7 @@ def normaliser(vmin: float, vmax: float) -> Callable[[float], float]:
 
 def heatmap_text(values: np.ndarray, *, con: Console, row_labels: Sequence[str] | None = None,
                  col_labels: Sequence[str] | None = None, mask: np.ndarray | None = None,
-                 vmin: float = 0.0, vmax: float = 1.0, stops: list[str] = VIRIDIS,
+                 vmin: float = 0.0, vmax: float = 1.0, cmap: str = VIRIDIS,
                  cell_width: int = 2) -> Text:
     """A full-size heatmap: one text line per row, `cell_width` characters per cell.
 
@@ -69,7 +86,7 @@ def heatmap_text(values: np.ndarray, *, con: Console, row_labels: Sequence[str] 
                     ch = s[line] if line < len(s) else " "
                     out.append(ch.center(cell_width), style="bold")
                 out.append("\n")
-    colour = has_colour(con)
+    coloured = has_colour(con)
     for i in range(n_rows):
         if row_labels is not None:
             out.append(row_labels[i].rjust(label_w) + " ", style="bold")
@@ -78,8 +95,8 @@ def heatmap_text(values: np.ndarray, *, con: Console, row_labels: Sequence[str] 
                 out.append(MASK_CHAR.center(cell_width), style="grey42")
                 continue
             t = norm(float(values[i, j]))
-            if colour:
-                out.append("█" * cell_width, style=Style(color=ramp(stops, t)))
+            if coloured:
+                out.append("█" * cell_width, style=Style(color=colour(cmap, t)))
             else:
                 out.append(shade(t) * cell_width)
         out.append("\n")
@@ -87,21 +104,21 @@ def heatmap_text(values: np.ndarray, *, con: Console, row_labels: Sequence[str] 
 
 
 def half_block_text(values: np.ndarray, *, con: Console, mask: np.ndarray | None = None,
-                    vmin: float = 0.0, vmax: float = 1.0, stops: list[str] = VIRIDIS) -> Text:
+                    vmin: float = 0.0, vmax: float = 1.0, cmap: str = VIRIDIS) -> Text:
     """A compact heatmap: one character per column, two rows per line."""
     norm = normaliser(vmin, vmax)
     n_rows, n_cols = values.shape
-    colour = has_colour(con)
+    coloured = has_colour(con)
 
     def colour_at(i: int, j: int) -> str | None:
         if i >= n_rows:
             return None
         if mask is not None and mask[i, j]:
-            return TERM_MASKED if colour else None
-        return ramp(stops, norm(float(values[i, j])))
+            return TERM_MASKED if coloured else None
+        return colour(cmap, norm(float(values[i, j])))
 
     out = Text()
-    if not colour:  # one line per row, shade characters
+    if not coloured:  # one line per row, shade characters
         for i in range(n_rows):
             for j in range(n_cols):
                 masked = mask is not None and mask[i, j]
@@ -118,22 +135,15 @@ def half_block_text(values: np.ndarray, *, con: Console, mask: np.ndarray | None
     return out
 
 
-def colour_scale(con: Console, vmin: float, vmax: float, stops: list[str] = VIRIDIS, width: int = 20,
+def colour_scale(con: Console, vmin: float, vmax: float, cmap: str = VIRIDIS, width: int = 20,
                  fmt: str = "{:.2f}") -> Text:
     """A legend: vmin ████ vmax."""
     out = Text(fmt.format(vmin) + " ", style="dim")
     for k in range(width):
         t = k / (width - 1)
         if has_colour(con):
-            out.append("█", style=Style(color=ramp(stops, t)))
+            out.append("█", style=Style(color=colour(cmap, t)))
         else:
             out.append(shade(t))
     out.append(" " + fmt.format(vmax), style="dim")
     return out
-
-
-def bar(fraction: float, width: int = 24) -> str:
-    """A horizontal bar with eighth-block resolution."""
-    fraction = min(1.0, max(0.0, fraction))
-    eighths = int(round(fraction * width * 8))
-    return "█" * (eighths // 8) + ("", "▏", "▎", "▍", "▌", "▋", "▊", "▉")[eighths % 8]

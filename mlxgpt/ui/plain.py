@@ -10,13 +10,7 @@ from typing import TextIO
 
 from mlxgpt.events import (CheckpointSaved, Event, EvalDone, RunFinished, RunStarted,
                            SampleGenerated, StepLogged)
-
-
-def format_count(n: float) -> str:
-    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= size:
-            return f"{n / size:.2f}{unit}"
-    return f"{n:.0f}"
+from mlxgpt.ui.format import format_count
 
 
 def _effective_batch(event: RunStarted) -> str:

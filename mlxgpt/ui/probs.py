@@ -23,13 +23,13 @@ from rich.table import Table
 from rich.text import Text
 
 from mlxgpt.tokenizers.base import Tokenizer, visible
+from mlxgpt.ui.format import bar, format_prob
 
 Candidates = Sequence[tuple[int, float]]
 
 # (lowest probability, style, words) from most to least confident
 PROB_STYLES = ((0.8, "bold green", "≥ 80%"), (0.5, "green", "≥ 50%"), (0.2, "yellow", "≥ 20%"),
                (0.05, "dark_orange", "≥ 5%"), (0.0, "bold red", "< 5%"))
-_EIGHTHS = " ▏▎▍▌▋▊▉"
 
 
 def top_candidates(logprobs: mx.array, k: int) -> list[tuple[int, float]]:
@@ -65,23 +65,6 @@ def prob_legend() -> Text:
         legend.append(" ")
         legend.append(words, style=style)
     return legend
-
-
-def bar(p: float, width: int) -> str:
-    """A horizontal bar of p * width cells, in eighths of a cell."""
-    eighths = int(round(max(0.0, min(1.0, p)) * width * 8))
-    full, rest = divmod(eighths, 8)
-    return ("█" * full + (_EIGHTHS[rest] if rest else "")).ljust(width)
-
-
-def ascii_bar(p: float, width: int) -> str:
-    return "#" * int(round(max(0.0, min(1.0, p)) * width))
-
-
-def format_prob(p: float) -> str:
-    if p >= 0.001:
-        return f"{p:6.1%}"
-    return f"{p:.0e}".rjust(6)
 
 
 def probability_table(candidates: Candidates, tokenizer: Tokenizer, chosen: int | None = None, title: str = "",
@@ -184,7 +167,7 @@ class ProbsView:
             rows = candidates if token in ids else [*candidates, (token, p_chosen)]
             for t, p in rows:
                 mark = ">" if t == token else " "
-                self._write(f"  {mark} {self.tokenizer.token_label(t):<8} {p:7.4f} {ascii_bar(p, 20)}".rstrip())
+                self._write(f"  {mark} {self.tokenizer.token_label(t):<8} {p:7.4f} {bar(p, 20, ascii=True)}".rstrip())
         self.text += piece
 
     def _per_row(self) -> int:
