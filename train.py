@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Train a GPT on a text file: `python train.py --data shakespeare.txt`. See --help."""
+"""Train a GPT on a text file: `python train.py --data shakespeare`. See --help."""
 
 import sys
 

@@ -31,8 +31,19 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"error: {message} (see {self.prog} --help)\n")
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds "(default: X)" to a flag's help, except where there is nothing to say (None, a
+    switch that is off) or the help already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default in (None, False) or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
 def _formatter(prog: str) -> argparse.HelpFormatter:
-    return argparse.ArgumentDefaultsHelpFormatter(prog, max_help_position=32, width=100)
+    return _HelpFormatter(prog, max_help_position=32, width=100)
 
 
 # ---------------------------------------------------------------- train
@@ -270,7 +281,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def add_launch_arguments(p: argparse.ArgumentParser) -> None:
     p.description = ("Data-parallel training: run train.py on several processes or machines with mlx.launch, "
                      "averaging gradients with mx.distributed; fails if any rank fails. "
-                     "Example: mlxgpt launch -n 2 -- --data shakespeare.txt --preset baby")
+                     "Example: mlxgpt launch -n 2 -- --data shakespeare --preset baby")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("-n", "--ranks", type=int, help="processes on this machine")
     where.add_argument("--hostfile", help="mlx.launch JSON host list (IP addresses) for several machines")

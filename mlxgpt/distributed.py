@@ -2,7 +2,7 @@
 averages gradients. A plain `python train.py` is a world of one rank and behaves as
 if none of this existed.
 
-    mlxgpt launch -n 2 -- --data shakespeare.txt          # 2 ranks on this machine
+    mlxgpt launch -n 2 -- --data shakespeare              # 2 ranks on this machine
     mlxgpt launch --hostfile hosts.json -- --data ...      # across machines (ring backend)
 
 `launch` wraps `mlx.launch`, which exits 0 even when a rank fails: each rank

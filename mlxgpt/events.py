@@ -1,7 +1,8 @@
 """What the training loop tells the world. Plain dataclasses of plain numbers.
 
 The loop emits these to a callback; renderers (plain lines, the Rich dashboard,
-metrics.jsonl) turn them into output. The loop itself never prints.
+metrics.jsonl) turn them into output. The loop itself never prints. Events are built
+by keyword only (kw_only), so a field added later can never shift the others.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Union
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RunStarted:
     out_dir: str
     preset: str
@@ -34,7 +35,7 @@ class RunStarted:
     kind: str = field(default="run_started", init=False)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class StepLogged:
     """Every log_interval steps; timing covers training steps only (no eval)."""
 
@@ -51,7 +52,7 @@ class StepLogged:
     kind: str = field(default="step", init=False)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class EvalDone:
     iter: int
     train_loss: float
@@ -64,7 +65,7 @@ class EvalDone:
     kind: str = field(default="eval", init=False)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SampleGenerated:
     iter: int
     prompt: str
@@ -72,7 +73,7 @@ class SampleGenerated:
     kind: str = field(default="sample", init=False)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class CheckpointSaved:
     iter: int
     which: str  # "best" | "latest"
@@ -80,7 +81,7 @@ class CheckpointSaved:
     kind: str = field(default="checkpoint", init=False)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RunFinished:
     iter: int
     reason: str  # "completed" | "time budget" | "interrupted" | "diverged"

@@ -2,7 +2,7 @@
 
     out/<run>/
       .lock            mlxgpt's marker and lock: held (flock) while a run writes
-      metrics.jsonl    loss.svg    best/    latest/    (and a save's .best.old, .latest.tmp-PID)
+      metrics.jsonl    loss.png    loss.svg    best/    latest/    (and a save's .best.old, .latest.tmp-PID)
 
 The rules, so that a run never destroys what it did not write:
 - mlxgpt writes only into a directory that is new, empty, or already holds an

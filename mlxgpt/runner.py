@@ -26,10 +26,10 @@ from mlxgpt.distributed import World, check_same_across_ranks, init_world
 from mlxgpt.errors import MlxgptError
 from mlxgpt.events import EventHandler, RunFinished, RunStarted
 from mlxgpt.model import GPT, flops_per_token
+from mlxgpt.plots import with_loss_picture
 from mlxgpt.rundir import RunLock, check_writable, holds_run
 from mlxgpt.tokenizers import TOKENIZERS, Tokenizer
 from mlxgpt.ui.metrics import MetricsWriter
-from mlxgpt.ui.picture import with_loss_picture
 from mlxgpt.training import LoopState, Run, build_optimizer, train
 
 @dataclass

@@ -24,7 +24,9 @@ def log_softmax(logits: mx.array) -> mx.array:
 
 
 def apply_temperature(logprobs: mx.array, temperature: float) -> mx.array:
-    """Divide logits by T: T<1 sharpens the distribution, T>1 flattens it."""
+    """T<1 sharpens the distribution, T>1 flattens it. Dividing log-probabilities by T
+    and renormalising is dividing the logits by T: log_softmax(z) = z - logsumexp(z), and
+    the constant logsumexp(z) / T disappears in the final log_softmax."""
     return log_softmax(logprobs / temperature)
 
 

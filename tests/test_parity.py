@@ -283,8 +283,10 @@ def test_bench_without_torch_runs_mlx_only(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "PyTorch is not installed" in proc.stdout and "pip install" in proc.stdout
     report = json.loads(out.read_text())
-    assert [r["mode"] for r in report["training"]] == ["mlx", "mlx-uncompiled"]
+    assert [r["mode"] for r in report["training"]] == ["mlx", "mlx-plain", "mlx-uncompiled"]
     assert report["parity"] is None and "torch" not in report["environment"]
+    losses = {r["mode"]: r["losses"] for r in report["training"]}  # the same batches: the fast path = the textbook
+    np.testing.assert_allclose(losses["mlx"], losses["mlx-plain"], rtol=1e-5)
 
 
 def test_bench_cold_start_child_reports_a_first_step():
@@ -293,7 +295,7 @@ def test_bench_cold_start_child_reports_a_first_step():
     from mlxgpt.bench.processes import cold_start
 
     cfg = SimpleNamespace(model=ModelArgs(**TINY), train=train_args(), seed=0, threads=1, cpu_streams=None)
-    for mode in ("torch", "mlx-uncompiled"):
+    for mode in ("torch", "mlx-uncompiled", "mlx-plain"):
         row = cold_start(cfg, mode, "cpu", empty_cache=False)
         assert "error" not in row, row
         assert 0 < row["first_step_s"] < row["cold_start_s"]

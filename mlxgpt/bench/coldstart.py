@@ -31,16 +31,21 @@ def run_mlx(spec: dict) -> dict:
     from mlxgpt.config import ModelArgs, TrainArgs
     from mlxgpt.model import GPT
     from mlxgpt.fast.streams import make_train_step
-    from mlxgpt.training import build_optimizer
+    from mlxgpt import training
 
     imported = time.time()
-    settings = configure_device(spec["cpu_streams"])  # as training does
+    plain = spec["mode"] == "mlx-plain"  # train.py --plain: the textbook step, no device set-up
+    settings = None if plain else configure_device(spec["cpu_streams"])  # as training does
     if spec["mode"] == "mlx-uncompiled":
         mx.disable_compile()
     args, train = ModelArgs.from_dict(spec["model"]), TrainArgs.from_dict(spec["train"])
     mx.random.seed(spec["seed"])
     model = GPT(args)
-    step, state = make_train_step(model, build_optimizer(train), train.grad_clip, settings.streams)
+    optimizer = training.build_optimizer(train)
+    if plain:
+        step, state = training.make_train_step(model, optimizer, train.grad_clip)
+    else:
+        step, state = make_train_step(model, optimizer, train.grad_clip, settings.streams)
     rng = np.random.default_rng(spec["seed"])
     shape = (1, train.batch_size, args.block_size)
     x = mx.array(rng.integers(0, args.vocab_size, shape), dtype=mx.int32)

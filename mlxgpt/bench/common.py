@@ -14,8 +14,9 @@ from typing import Callable
 
 import numpy as np
 
-TRAIN_MODES = ("mlx", "mlx-uncompiled", "torch", "torch-compile")
-LABELS = {"mlx": "MLX compiled", "mlx-uncompiled": "MLX uncompiled", "torch": "PyTorch eager",
+TRAIN_MODES = ("mlx", "mlx-plain", "mlx-uncompiled", "torch", "torch-compile")
+LABELS = {"mlx": "MLX compiled", "mlx-plain": "MLX --plain (no mlxgpt/fast)", "mlx-uncompiled": "MLX uncompiled",
+          "torch": "PyTorch eager",
           "torch-compile": "PyTorch torch.compile"}
 
 

@@ -14,6 +14,7 @@ from mlxgpt.fast.device import configure_device, on_gpu
 from mlxgpt.fast.streams import make_train_step
 from mlxgpt.generate import default_keep, generate_tokens
 from mlxgpt.model import GPT
+from mlxgpt import training
 from mlxgpt.training import build_optimizer
 
 
@@ -25,22 +26,27 @@ def mlx_model(cfg: BenchConfig) -> GPT:
     return model
 
 
-def bench_mlx(cfg: BenchConfig, batches: tuple[np.ndarray, np.ndarray], compiled: bool) -> TrainResult:
-    """Warm-up then timed training steps, set up as train.py sets them up; `compiled=False` runs the
-    very same step function op by op."""
-    result = TrainResult("mlx" if compiled else "mlx-uncompiled", "gpu" if on_gpu() else "cpu",
-                         tokens_per_iter=cfg.tokens_per_iter)
+def bench_mlx(cfg: BenchConfig, batches: tuple[np.ndarray, np.ndarray], mode: str) -> TrainResult:
+    """Warm-up then timed training steps, set up as train.py sets them up. "mlx-uncompiled" runs the
+    very same step function op by op; "mlx-plain" is train.py --plain: training.make_train_step,
+    the textbook step, without mlxgpt/fast (one stream, the BLAS's own threads)."""
+    result = TrainResult(mode, "gpu" if on_gpu() else "cpu", tokens_per_iter=cfg.tokens_per_iter)
     xs = [mx.array(b[None]) for b in batches[0]]  # (accum=1, B, T)
     ys = [mx.array(b[None]) for b in batches[1]]
+    plain = mode == "mlx-plain"
     # as training sets the device up: CPU streams, BLAS threads per stream, buffer cache
-    settings = configure_device(cfg.cpu_streams)
-    result.parallelism = settings.describe()
-    if not compiled:
+    settings = configure_device(1 if plain else cfg.cpu_streams)
+    result.parallelism = "textbook step, 1 stream" if plain else settings.describe()
+    if mode == "mlx-uncompiled":
         mx.disable_compile()
     try:
         model = mlx_model(cfg)
         model.train()
-        step, state = make_train_step(model, build_optimizer(cfg.train), cfg.train.grad_clip, settings.streams)
+        optimizer = build_optimizer(cfg.train)
+        if plain:
+            step, state = training.make_train_step(model, optimizer, cfg.train.grad_clip)
+        else:
+            step, state = make_train_step(model, optimizer, cfg.train.grad_clip, settings.streams)
         mx.reset_peak_memory()
 
         def one_step(i: int) -> float:

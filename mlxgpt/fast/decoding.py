@@ -108,7 +108,9 @@ def use_fused_attention(model: GPT) -> None:
 
 
 def accelerate(model: GPT) -> GPT:
-    """What helps this device: fused attention on a GPU, single-row matmuls on a CPU. Same math."""
+    """What helps this device: fused attention on a GPU, single-row matmuls on a CPU. Same math.
+    In place: the model keeps them afterwards (a model that sampled during training too), and
+    they compute what the textbook modules do for every input."""
     if on_gpu():
         use_fused_attention(model)
     else:
