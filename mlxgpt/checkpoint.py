@@ -49,7 +49,7 @@ STATE = "state.json"
 
 # config.json's top level and tokenizer section (the model and train sections are ModelArgs's and TrainArgs's)
 CONFIG_SCHEMA = {"format_version": int, "mlxgpt_version": str, "model": dict, "train": dict, "tokenizer": dict,
-                 "preset": str, "data": str | None, "data_sha256": str | None}
+                 "preset": str, "data": str | None, "data_sha256": str | None, "data_format": str}
 TOKENIZER_SCHEMA = {"kind": str, "vocab_size": int, "files": list[str]}
 
 # state.json, as the training loop writes it (training.LoopState); null: no evaluation yet

@@ -60,6 +60,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--out", help="run directory (default out/<data-name>, a new one if that holds a run)")
     g.add_argument("--resume", action="store_true", help="continue the run in --out from its latest/ checkpoint")
     g.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    g.add_argument("--format", choices=["text", "lines"],
+                   help="text: one continuous text (the default); lines: every non-empty line is one example "
+                        "(names, peptides, SMILES...), split 90/10 by example and ended by an end token")
     g.add_argument("--tokenizer", choices=["char", "sentencepiece"],
                    help="how text becomes tokens: one per character (the default), or subword pieces learned "
                         "from the training split with SentencePiece")
@@ -101,7 +104,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 # flags that are not ModelArgs/TrainArgs fields (all others are, by the same name)
 _NOT_OVERRIDES = {"data", "preset", "out", "resume", "overwrite", "tokenizer", "no_ui", "command", "func", "plain",
-                  "cpu_streams", "vocab_size", "sp_model_type"}
+                  "format", "cpu_streams", "vocab_size", "sp_model_type"}
 
 
 def _tokenizer_options(args: argparse.Namespace) -> dict:
@@ -141,7 +144,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in vars(args).items() if k not in _NOT_OVERRIDES and v is not None}
     options = TrainOptions(data=args.data, out=args.out, preset=args.preset, tokenizer=args.tokenizer,
                            tokenizer_options=_tokenizer_options(args), resume=args.resume, overwrite=args.overwrite,
-                           overrides=overrides, streams=args.cpu_streams, plain=args.plain)
+                           overrides=overrides, streams=args.cpu_streams, plain=args.plain,
+                           data_format=args.format)
     renderer = make_renderer(args.no_ui)
     try:
         finished = run_training(options, renderer)

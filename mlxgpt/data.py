@@ -221,32 +221,155 @@ class Dataset:
                     f"use a longer text (the split is 90/10) or a smaller --block-size")
         return data
 
+    def sampler(self, split: str, batch_size: int, block_size: int, seed: int, rank: int = 0) -> "BatchSampler":
+        return BatchSampler(getattr(self, split), batch_size, block_size, seed, rank)
 
-class BatchSampler:
-    """Random (B, T) windows of a token array.
+    def target_tokens(self, split: str) -> int:
+        """How many tokens of the split are predicted (for bits per character)."""
+        return len(getattr(self, split))
+
+
+# ---------------------------------------------------------------- one example per line
+
+SPLIT_SEED = 0  # the lines format's train/val split: fixed, so every run (any --seed) shares it
+
+
+def split_examples(text: str, fraction: float = TRAIN_FRACTION, seed: int = SPLIT_SEED) -> tuple[list[str], list[str]]:
+    """Every non-empty line is an example; (train, val) split by *example*, not by character.
+
+    The distinct examples are shuffled with a fixed seed and cut 90/10; every copy of an
+    example goes where its first copy went, so a duplicate never straddles the split (the
+    model would otherwise be scored on lines it trained on)."""
+    examples = [line.rstrip("\r") for line in text.split("\n") if line.strip()]
+    distinct = sorted(set(examples))  # sorted first: a set's order changes between runs
+    if len(distinct) < 2:
+        raise MlxgptError(f"--format lines needs at least 2 different non-empty lines (one example per line), got "
+                          f"{len(distinct)}: check the file, or train on it as one text without --format lines")
+    np.random.Generator(np.random.PCG64(seed)).shuffle(distinct)
+    in_train = set(distinct[:min(len(distinct) - 1, max(1, int(len(distinct) * fraction)))])
+    return [e for e in examples if e in in_train], [e for e in examples if e not in in_train]
+
+
+def lines_text(examples: list[str]) -> str:
+    """The examples as the tokenizer sees them: each followed by its end token, the newline."""
+    return "".join(example + "\n" for example in examples)
+
+
+def example_rows(examples: list[str], tokenizer: Tokenizer, block_size: int, where: str = "") -> np.ndarray:
+    """(examples, block_size + 1) int32 rows: [end] example [end], then -1 (no target) up to the end.
+
+    The end token (the newline) at position 0 is the start state: every example's first
+    token is predicted from it alone, and the final [end] teaches the model to stop."""
+    end = tokenizer.end_id
+    if end is None:
+        raise MlxgptError("the tokenizer has no newline token, which --format lines uses to end each example")
+    rows = np.full((len(examples), block_size + 1), -1, dtype=np.int32)
+    for i, example in enumerate(examples):
+        ids = tokenizer.encode(example)
+        if len(ids) + 2 > block_size + 1:
+            shown = example if len(example) <= 30 else example[:27] + "..."
+            raise MlxgptError(f"example {i + 1}{where} ({shown!r}) is {len(ids)} tokens long; with its start and "
+                              f"end tokens it needs --block-size {len(ids) + 1} or more (now {block_size}): raise "
+                              "--block-size, or shorten or drop that line")
+        rows[i, : len(ids) + 2] = [end, *ids, end]
+    return rows
+
+
+@dataclass
+class LinesDataset:
+    """The lines format (`--format lines`): one example per row, split by example."""
+
+    train: np.ndarray  # (examples, block_size + 1): see example_rows
+    val: np.ndarray
+    train_chars: int  # characters of the examples, each with its newline (for bits per character)
+    val_chars: int
+    end_id: int
+
+    @classmethod
+    def from_text(cls, text: str, tokenizer: Tokenizer, block_size: int) -> "LinesDataset":
+        train, val = split_examples(text)
+        return cls(example_rows(train, tokenizer, block_size, " of the training split"),
+                   example_rows(val, tokenizer, block_size, " of the validation split"),
+                   len(lines_text(train)), len(lines_text(val)), tokenizer.end_id)
+
+    def sampler(self, split: str, batch_size: int, block_size: int, seed: int, rank: int = 0) -> "RowSampler":
+        return RowSampler(getattr(self, split), batch_size, self.end_id, seed, rank)
+
+    def target_tokens(self, split: str) -> int:
+        return int((getattr(self, split)[:, 1:] >= 0).sum())
+
+    def examples(self, split: str) -> int:
+        return len(getattr(self, split))
+
+
+DATA_FORMATS = {"text": Dataset, "lines": LinesDataset}
+
+
+def make_dataset(text: str, tokenizer: Tokenizer, block_size: int, data_format: str = "text") -> Dataset | LinesDataset:
+    if data_format not in DATA_FORMATS:
+        raise MlxgptError(f"unknown --format {data_format!r}: choose one of {', '.join(DATA_FORMATS)}")
+    return DATA_FORMATS[data_format].from_text(text, tokenizer, block_size)
+
+
+def tokenizer_text(text: str, data_format: str, training_split_only: bool) -> str:
+    """What a tokenizer learns its vocabulary from: the text (or its training split, for
+    SentencePiece, so validation stays unseen), with every example ending in a newline."""
+    if data_format == "lines":
+        train, val = split_examples(text)
+        return lines_text(train if training_split_only else train + val)
+    return split_text(text)[0] if training_split_only else text
+
+
+# ---------------------------------------------------------------- batches
+
+
+class _Sampler:
+    """Seeded (count, B, T) batches of inputs and targets.
 
     `batch(iteration)` depends only on (seed, rank, iteration): --resume needs no
     sampler state to continue with the very same batches, and each rank of a
     distributed run draws its own. `next()` draws from one seeded stream (for
-    fixed evaluation batches).
-    """
+    fixed evaluation batches)."""
 
-    def __init__(self, ids: np.ndarray, batch_size: int, block_size: int, seed: int, rank: int = 0) -> None:
-        self.ids, self.batch_size, self.block_size = ids, batch_size, block_size
-        self.seed, self.rank = seed, rank
+    def __init__(self, batch_size: int, seed: int, rank: int = 0) -> None:
+        self.batch_size, self.seed, self.rank = batch_size, seed, rank
         self.rng = np.random.Generator(np.random.PCG64(seed))
-        self.offsets = np.arange(block_size + 1)
 
-    def _windows(self, rng: np.random.Generator, count: int) -> tuple[np.ndarray, np.ndarray]:
-        starts = rng.integers(0, len(self.ids) - self.block_size, size=(count, self.batch_size))
-        windows = self.ids[starts[..., None] + self.offsets].astype(np.int32)  # (count, B, T+1)
-        return windows[..., :-1], windows[..., 1:]  # targets are the inputs shifted by one
+    def _draw(self, rng: np.random.Generator, count: int) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
 
     def next(self, count: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """(count, B, T) inputs and targets from the sampler's own stream."""
-        return self._windows(self.rng, count)
+        return self._draw(self.rng, count)
 
     def batch(self, iteration: int, count: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """(count, B, T) inputs and targets for one training step."""
         rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed, self.rank, iteration])))
-        return self._windows(rng, count)
+        return self._draw(rng, count)
+
+
+class BatchSampler(_Sampler):
+    """Random windows of a token array: the targets are the inputs shifted by one."""
+
+    def __init__(self, ids: np.ndarray, batch_size: int, block_size: int, seed: int, rank: int = 0) -> None:
+        super().__init__(batch_size, seed, rank)
+        self.ids, self.block_size = ids, block_size
+        self.offsets = np.arange(block_size + 1)
+
+    def _draw(self, rng: np.random.Generator, count: int) -> tuple[np.ndarray, np.ndarray]:
+        starts = rng.integers(0, len(self.ids) - self.block_size, size=(count, self.batch_size))
+        windows = self.ids[starts[..., None] + self.offsets].astype(np.int32)  # (count, B, T+1)
+        return windows[..., :-1], windows[..., 1:]  # targets are the inputs shifted by one
+
+
+class RowSampler(_Sampler):
+    """Random whole examples (rows of LinesDataset); targets -1 where a short example has ended."""
+
+    def __init__(self, rows: np.ndarray, batch_size: int, end_id: int, seed: int, rank: int = 0) -> None:
+        super().__init__(batch_size, seed, rank)
+        self.rows, self.end_id = rows, end_id
+
+    def _draw(self, rng: np.random.Generator, count: int) -> tuple[np.ndarray, np.ndarray]:
+        rows = self.rows[rng.integers(0, len(self.rows), size=(count, self.batch_size))]  # (count, B, T+1)
+        inputs = np.where(rows[..., :-1] < 0, self.end_id, rows[..., :-1])  # any token: nothing is predicted from it
+        return inputs, rows[..., 1:]

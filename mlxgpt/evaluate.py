@@ -31,11 +31,11 @@ import numpy as np
 
 from mlxgpt.checkpoint import latest_run, load_checkpoint_tokenizer, load_model, read_config, resolve_checkpoint
 from mlxgpt.config import TrainArgs
-from mlxgpt.data import BatchSampler, Dataset, is_stdin, read_text, resolve_data
+from mlxgpt.data import BatchSampler, is_stdin, make_dataset, read_text, resolve_data
 from mlxgpt.errors import MlxgptError
 from mlxgpt.model import GPT
 from mlxgpt.tokenizers import UnknownCharactersError
-from mlxgpt.training import bits_per_char, make_eval_loss, mean_loss
+from mlxgpt.training import bits_per_char, make_eval_loss, masked_cross_entropy, mean_loss
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,12 @@ class SplitLoss:
     loss: float  # nats per predicted token
     tokens: int  # tokens predicted (every id but the first)
     bits_per_char: float
+    examples: int | None = None  # --format lines: whole examples scored
+
+    @property
+    def per_example(self) -> float | None:
+        """Nats per whole example (--format lines)."""
+        return self.loss * self.tokens / self.examples if self.examples else None
 
     @property
     def perplexity(self) -> float:
@@ -106,6 +112,23 @@ def split_loss(model: GPT, ids: np.ndarray, chars: int, stride: int | None = Non
     return SplitLoss(total / tokens, tokens, bits_per_char(total / tokens, tokens, chars))
 
 
+def rows_loss(model: GPT, rows: np.ndarray, chars: int, batch_size: int = 32) -> SplitLoss:
+    """--format lines: every example of a split (LinesDataset rows) scored once, every target counted."""
+    was_training = model.training
+    model.eval()
+    summed = mx.compile(lambda x, y: masked_cross_entropy(model(x), y) * mx.sum(y >= 0), inputs=model.state)
+    end = int(rows[0, 0])  # every row starts with the end token
+    totals = []
+    for i in range(0, len(rows), batch_size):
+        batch = rows[i:i + batch_size]
+        totals.append(summed(mx.array(np.where(batch[:, :-1] < 0, end, batch[:, :-1])), mx.array(batch[:, 1:])))
+        if len(totals) % 8 == 0:
+            mx.eval(totals)
+    model.train(was_training)
+    total, tokens = sum(t.item() for t in totals), int((rows[:, 1:] >= 0).sum())
+    return SplitLoss(total / tokens, tokens, bits_per_char(total / tokens, tokens, chars), len(rows))
+
+
 def estimate_spread(model: GPT, ids: np.ndarray, batch_size: int, eval_iters: int, draws: int,
                     seed: int = 0) -> np.ndarray:
     """Training's estimate (the mean loss of `eval_iters` random batches), drawn
@@ -141,11 +164,22 @@ def evaluate_checkpoint(checkpoint: str | None, data: str | None = None, split: 
                           "pass --data PATH, or --data - with the text on standard input")
     path = resolve_data(data or config["data"])
     shown = "standard input" if is_stdin(path) else path
+    lines = config.get("data_format", "text") == "lines"
+    if lines and (stride is not None or draws):
+        raise MlxgptError(f"{directory} was trained with --format lines: every example is scored whole, so "
+                          "--stride and --draws do not apply")
     try:
-        dataset = Dataset.from_text(read_text(path), tokenizer, block_size)
+        dataset = make_dataset(read_text(path), tokenizer, block_size, config.get("data_format", "text"))
     except UnknownCharactersError as exc:
         raise MlxgptError(f"{shown}: {exc}") from None
     ids, chars = (dataset.val, dataset.val_chars) if split == "val" else (dataset.train, dataset.train_chars)
+    if lines:
+        result = rows_loss(model, ids, chars, batch_size)
+        print(f"checkpoint  {directory}", file=out)
+        print(f"text        {shown}, {split} split: {result.examples:,} examples, {chars:,} characters", file=out)
+        print(f"{split} loss    {result.loss:.4f} nats/token   {result.per_example:.4f} nats/example   "
+              f"{result.bits_per_char:.4f} bits/char   ({result.tokens:,} tokens predicted)", file=out)
+        return result
     result = split_loss(model, ids, chars, stride, batch_size)
 
     stride = stride or block_size

@@ -62,6 +62,7 @@ class EvalDone:
     tokens_per_s: float
     best_val_loss: float
     is_best: bool
+    val_loss_per_example: float | None = None  # nats per whole example (--format lines)
     kind: str = field(default="eval", init=False)
 
 

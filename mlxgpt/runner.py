@@ -21,7 +21,7 @@ from mlxgpt.fast.device import configure_device, device_name, on_gpu
 from mlxgpt.fast.streams import step_factory
 from mlxgpt.checkpoint import find_checkpoint, load_checkpoint_tokenizer, load_model, load_training_state, read_config
 from mlxgpt.config import MODEL_FIELDS, PRESETS, TRAIN_FIELDS, ModelArgs, TrainArgs, default_preset_name
-from mlxgpt.data import Dataset, is_stdin, read_text, rereadable_path, resolve_data, split_text
+from mlxgpt.data import is_stdin, make_dataset, read_text, rereadable_path, resolve_data, tokenizer_text
 from mlxgpt.distributed import World, check_same_across_ranks, init_world
 from mlxgpt.errors import MlxgptError
 from mlxgpt.events import EventHandler, RunFinished, RunStarted
@@ -46,6 +46,7 @@ class TrainOptions:
     overrides: dict[str, Any] = field(default_factory=dict)
     streams: int | None = None  # CPU streams per step (None: automatic)
     plain: bool = False  # the textbook step, without mlxgpt/fast
+    data_format: str | None = None  # "text" | "lines" (one example per line); None: text, or the run's own
 
 
 def _pick_preset(name: str | None) -> tuple[str, str]:
@@ -128,14 +129,16 @@ def _prepare_new(options: TrainOptions) -> tuple[Run, RunStarted]:
     train_args.validate()
     ModelArgs.from_dict(model_values)  # validate the shape before the (slower) tokenizer training
     kind = options.tokenizer or "char"
-    tokenizer = _train_tokenizer(kind, split_text(text)[0] if kind != "char" else text, options.tokenizer_options)
+    data_format = options.data_format or "text"
+    tokenizer = _train_tokenizer(kind, tokenizer_text(text, data_format, training_split_only=kind != "char"),
+                                 options.tokenizer_options)
     model_args = ModelArgs.from_dict({**model_values, "vocab_size": tokenizer.vocab_size})
-    data = Dataset.from_text(text, tokenizer, model_args.block_size)
+    data = make_dataset(text, tokenizer, model_args.block_size, data_format)
     _check_sample_prompt(train_args, tokenizer, text, given="sample_prompt" in options.overrides)
     mx.random.seed(train_args.seed)  # the initial weights depend on --seed only
     model = GPT(model_args)
     run = Run(model, build_optimizer(train_args), tokenizer, data, train_args, out,
-              {"preset": preset, **_data_record(data_path, text)}, LoopState())
+              {"preset": preset, "data_format": data_format, **_data_record(data_path, text)}, LoopState())
     run.resume_command = _resume_command(out)
     return run, _started(run, preset, note)
 
@@ -159,6 +162,10 @@ def _prepare_resume(options: TrainOptions, world: World) -> tuple[Run, RunStarte
     if options.tokenizer_options or (options.tokenizer and options.tokenizer != saved_tokenizer):
         raise MlxgptError(f"cannot change the tokenizer when resuming (the run uses {saved_tokenizer}): drop "
                           "--tokenizer/--vocab-size/--sp-model-type, or start a new run with another --out")
+    saved_format = config.get("data_format", "text")
+    if options.data_format and options.data_format != saved_format:
+        raise MlxgptError(f"cannot change --format when resuming (the run uses {saved_format}): drop --format, "
+                          "or start a new run with another --out")
     if options.preset and options.preset != saved_preset:
         raise MlxgptError(f"cannot change the preset when resuming (the run uses {saved_preset}): drop --preset "
                           "(training flags such as --max-iters still apply), or start a new run")
@@ -196,9 +203,10 @@ def _prepare_resume(options: TrainOptions, world: World) -> tuple[Run, RunStarte
         raise MlxgptError(f"{checkpoint_dir / 'optimizer.safetensors'} does not fit the model (tensor {wrong[0]} "
                           "is unknown or of another shape or dtype): the checkpoint is damaged; start a new run")
     optimizer.state = optimizer_state
-    data = Dataset.from_text(text, tokenizer, model.args.block_size)
+    data = make_dataset(text, tokenizer, model.args.block_size, saved_format)
     run = Run(model, optimizer, tokenizer, data, train_args, out,
-              {"preset": config.get("preset", "?"), **_data_record(data_path, text)}, LoopState.from_dict(state))
+              {"preset": config.get("preset", "?"), "data_format": saved_format, **_data_record(data_path, text)},
+              LoopState.from_dict(state))
     run.resume_command = _resume_command(out)
     return run, _started(run, config.get("preset", "?"), "resumed")
 
@@ -224,8 +232,8 @@ def _started(run: Run, preset: str, note: str) -> RunStarted:
                       blas=setup_blas().describe(), parallelism="", model_args=vars(model.args).copy(),
                       train_args=dataclasses.asdict(args), tokenizer=run.tokenizer.kind,
                       vocab_size=run.tokenizer.vocab_size, n_params=n_params,
-                      n_params_total=model.num_params(non_embedding=False), train_tokens=len(run.data.train),
-                      val_tokens=len(run.data.val), start_iter=run.state.iter,
+                      n_params_total=model.num_params(non_embedding=False), train_tokens=run.data.target_tokens("train"),
+                      val_tokens=run.data.target_tokens("val"), start_iter=run.state.iter,
                       tokens_per_iter=args.batch_size * args.grad_accum * model.args.block_size,
                       flops_per_token=flops_per_token(model.args, n_params))
 

@@ -30,7 +30,7 @@ from mlx.utils import tree_map
 
 from mlxgpt.checkpoint import save_checkpoint
 from mlxgpt.config import TrainArgs
-from mlxgpt.data import BatchSampler, Dataset
+from mlxgpt.data import Dataset, LinesDataset
 from mlxgpt.distributed import SINGLE, World, mean_across
 from mlxgpt.events import (CheckpointSaved, EvalDone, EventHandler, RunFinished, SampleGenerated,
                            StepLogged)
@@ -40,8 +40,16 @@ from mlxgpt.tokenizers import Tokenizer
 
 
 def loss_fn(model: GPT, x: mx.array, y: mx.array) -> mx.array:
-    """Mean next-token cross-entropy in nats, over every position of every row."""
-    return nn.losses.cross_entropy(model(x), y, reduction="mean")
+    """Mean next-token cross-entropy in nats, over every position of every row that has a target."""
+    return masked_cross_entropy(model(x), y)
+
+
+def masked_cross_entropy(logits: mx.array, y: mx.array) -> mx.array:
+    """The mean cross-entropy over the positions with a target: y is -1 where nothing is to be
+    predicted (after a short example has ended, in --format lines); continuous text has none."""
+    has_target = y >= 0
+    losses = nn.losses.cross_entropy(logits, mx.maximum(y, 0), reduction="none")
+    return mx.sum(mx.where(has_target, losses, 0.0)) / mx.sum(has_target)
 
 
 def lr_schedule(args: TrainArgs) -> Callable[[mx.array], mx.array]:
@@ -151,7 +159,7 @@ class Run:
     model: GPT
     optimizer: optim.MultiOptimizer
     tokenizer: Tokenizer
-    data: Dataset
+    data: Dataset | LinesDataset
     args: TrainArgs
     out_dir: Path
     config_extra: dict[str, Any]  # saved into config.json (preset, data path, ...)
@@ -168,9 +176,9 @@ def train(run: Run, on_event: EventHandler) -> RunFinished:
     block_size = model.args.block_size
     model.train()
     rank = run.world.rank
-    sampler = BatchSampler(run.data.train, args.batch_size, block_size, args.seed, rank)
-    eval_batches = {"train": fixed_batches(run.data.train, args, block_size, args.seed + 1 + 2 * rank),
-                    "val": fixed_batches(run.data.val, args, block_size, args.seed + 2 + 2 * rank)}
+    sampler = run.data.sampler("train", args.batch_size, block_size, args.seed, rank)
+    eval_batches = {split: fixed_batches(run.data, split, args, block_size, args.seed + i + 2 * rank)
+                    for i, split in ((1, "train"), (2, "val"))}
     step, step_state = run.make_step(model, run.optimizer, args.grad_clip, run.world)
     eval_loss = make_eval_loss(model)
     tokens_per_iter = args.batch_size * args.grad_accum * block_size * run.world.size
@@ -193,7 +201,7 @@ def train(run: Run, on_event: EventHandler) -> RunFinished:
                 if bad:
                     diverged = _divergence(run, f"at iter {state.iter} the {' and the '.join(bad)}")
                     break
-                bpc = bits_per_char(losses["val"], len(run.data.val), run.data.val_chars)
+                bpc = bits_per_char(losses["val"], run.data.target_tokens("val"), run.data.val_chars)
                 is_best = losses["val"] < state.best_val_loss
                 if is_best:
                     state.best_val_loss, state.best_val_bpc = losses["val"], bpc
@@ -201,7 +209,8 @@ def train(run: Run, on_event: EventHandler) -> RunFinished:
                 on_event(EvalDone(iter=state.iter, train_loss=losses["train"], val_loss=losses["val"], val_bpc=bpc,
                                   lr=_current_lr(run.optimizer),
                                   tokens_per_s=tokens_done / train_seconds if train_seconds else 0.0,
-                                  best_val_loss=state.best_val_loss, is_best=is_best))
+                                  best_val_loss=state.best_val_loss, is_best=is_best,
+                                  val_loss_per_example=per_example(run.data, losses["val"])))
                 if args.sample_tokens > 0 and run.world.is_main:
                     on_event(SampleGenerated(iter=state.iter, prompt=args.sample_prompt, text=_sample(run)))
                 if is_best:
@@ -270,10 +279,11 @@ def _current_lr(optimizer: optim.MultiOptimizer) -> float:
     return lr.item() if isinstance(lr, mx.array) else float(lr)
 
 
-def fixed_batches(ids: np.ndarray, args: TrainArgs, block_size: int, seed: int) -> list[tuple[mx.array, mx.array]]:
+def fixed_batches(data: Dataset | LinesDataset, split: str, args: TrainArgs, block_size: int,
+                  seed: int) -> list[tuple[mx.array, mx.array]]:
     """The same eval batches every time: eval curves compare like with like, and
     --resume needs no eval RNG state."""
-    x, y = BatchSampler(ids, args.batch_size, block_size, seed).next(args.eval_iters)
+    x, y = data.sampler(split, args.batch_size, block_size, seed).next(args.eval_iters)
     return [(mx.array(x[i]), mx.array(y[i])) for i in range(args.eval_iters)]
 
 
@@ -295,6 +305,13 @@ def step_seed(seed: int, iteration: int) -> int:
     """MLX's global RNG cannot be saved and restored, so each step reseeds it
     from (seed, step): --resume then draws the very same dropout masks."""
     return int(np.random.SeedSequence([seed, iteration]).generate_state(1)[0])
+
+
+def per_example(data: Dataset | LinesDataset, val_loss: float) -> float | None:
+    """Nats per whole example (--format lines): the loss per token times the split's tokens per example."""
+    if not isinstance(data, LinesDataset):
+        return None
+    return val_loss * data.target_tokens("val") / data.examples("val")
 
 
 def bits_per_char(loss_per_token: float, tokens: int, chars: int) -> float:

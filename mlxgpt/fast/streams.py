@@ -84,7 +84,7 @@ def padded_logits(model: GPT, x: mx.array, pad: int) -> mx.array:
 
 
 def padded_loss(model: GPT, x: mx.array, y: mx.array, pad: int = 0) -> mx.array:
-    return nn.losses.cross_entropy(padded_logits(model, x, pad), y, reduction="mean")
+    return training.masked_cross_entropy(padded_logits(model, x, pad), y)
 
 
 def sharded_loss_and_grad(loss_and_grad: Callable, model: GPT, x: mx.array, y: mx.array,
@@ -95,11 +95,13 @@ def sharded_loss_and_grad(loss_and_grad: Callable, model: GPT, x: mx.array, y: m
         return loss_and_grad(model, x, y)
     shards = min(len(streams), batch)
     bounds = [batch * i // shards for i in range(shards + 1)]
-    results, weights = [], []
+    results = []
     for pad, (stream, lo, hi) in enumerate(zip(streams, bounds[:-1], bounds[1:])):
         with mx.stream(stream):
             results.append(loss_and_grad(model, x[lo:hi], y[lo:hi], pad=pad))
-        weights.append((hi - lo) / batch)
+    # each shard's loss is a mean over its targets: weigh it by its share of the batch's targets
+    targets = [mx.sum(y[lo:hi] >= 0) for lo, hi in zip(bounds[:-1], bounds[1:])]
+    weights = [count / sum(targets) for count in targets]
     loss = sum(w * shard_loss for w, (shard_loss, _) in zip(weights, results))
     grads = tree_map(deal(lambda *gs: sum(w * g for w, g in zip(weights, gs))), *[g for _, g in results])
     return loss, grads

@@ -74,6 +74,16 @@ class Tokenizer(ABC):
     @abstractmethod
     def load(cls, directory: Path) -> "Tokenizer": ...
 
+    @property
+    def end_id(self) -> int | None:
+        """The end-of-example token of the lines format: the newline, which both tokenizers
+        keep as a token of its own (None if this vocabulary has no newline)."""
+        try:
+            ids = self.encode("\n")
+        except UnknownCharactersError:
+            return None
+        return ids[0] if len(ids) == 1 else None
+
     def token_bytes(self, token_id: int) -> bytes:
         """The UTF-8 bytes one token stands for (may be part of a character).
         This default suits tokenizers whose tokens are whole characters."""

@@ -38,7 +38,8 @@ def format_event(event: Event) -> str | None:
                 f"{format_count(event.tokens_per_s)} tok/s")
     if isinstance(event, EvalDone):
         best = " (best)" if event.is_best else ""
-        return (f"eval {event.iter:>6}: train {event.train_loss:.4f}, val {event.val_loss:.4f}, "
+        per_example = "" if event.val_loss_per_example is None else f", {event.val_loss_per_example:.3f} per example"
+        return (f"eval {event.iter:>6}: train {event.train_loss:.4f}, val {event.val_loss:.4f}{per_example}, "
                 f"val bpc {event.val_bpc:.4f}{best}")
     if isinstance(event, SampleGenerated):
         return f"sample at iter {event.iter}:\n{event.prompt}{event.text}\n"
