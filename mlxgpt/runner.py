@@ -181,7 +181,8 @@ def _prepare_resume(options: TrainOptions, world: World) -> tuple[Run, RunStarte
         raise MlxgptError(f"{data_path} is not the text {out} was trained on (its SHA-256 differs), so the "
                           "validation split and best/ would change meaning: resume with the original text, or "
                           "start a new run (fine-tuning a trained model on new text is not supported yet)")
-    elif saved_tokenizer == "char" and TOKENIZERS["char"].train(text).chars != tokenizer.chars:  # an older run
+    elif not saved_hash and saved_tokenizer == "char" and TOKENIZERS["char"].train(text).chars != tokenizer.chars:
+        # a run from before the hash was recorded: at least the vocabulary must match
         raise MlxgptError(f"--resume with a different vocabulary: {data_path} does not have the characters the run "
                           f"was trained on; resume with the original text ({config['data']}) or start a new run")
     train_values = {**config["train"], **{k: v for k, v in options.overrides.items() if k in TRAIN_FIELDS}}
