@@ -130,6 +130,8 @@ class TrainArgs:
     time_budget: float | None = None  # seconds of training before stopping early
     sample_prompt: str = "\n"
     sample_tokens: int = 200
+    early_stop_evals: int | None = None  # stop once val loss has not improved for this many evaluations
+    freeze_layers: int = 0  # fine-tuning: keep the embeddings and the first N blocks as they are
 
     def validate(self) -> None:
         for name, value in vars(self).items():  # a NaN passes every comparison below, so check first
@@ -149,6 +151,10 @@ class TrainArgs:
             raise MlxgptError("--weight-decay and --grad-clip must be >= 0 (--grad-clip 0 turns clipping off)")
         if self.time_budget is not None and self.time_budget <= 0:
             raise MlxgptError(f"--time-budget must be a positive number of seconds, got {self.time_budget}")
+        if self.early_stop_evals is not None and self.early_stop_evals < 1:
+            raise MlxgptError(f"--early-stop-evals must be at least 1, got {self.early_stop_evals}")
+        if self.freeze_layers < 0:
+            raise MlxgptError(f"--freeze-layers must be 0 or more, got {self.freeze_layers}")
         if self.sample_tokens < 0:
             raise MlxgptError(f"--sample-tokens must be >= 0, got {self.sample_tokens}")
         check_seed(self.seed)
@@ -179,6 +185,11 @@ def field_types(cls: type) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
+
+# Fine-tuning a trained model (train.py --init-from): GPT-1's recipe of a small learning rate,
+# a short warmup and few steps, here with early stopping on the val loss. Flags override these.
+FINETUNE_DEFAULTS: dict[str, Any] = dict(lr=1e-4, min_lr=1e-5, warmup_iters=20, max_iters=500, lr_decay_iters=500,
+                                         eval_interval=50, early_stop_evals=4)
 
 MODEL_FIELDS = {f.name for f in dataclasses.fields(ModelArgs)}
 TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainArgs)}

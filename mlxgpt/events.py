@@ -85,7 +85,7 @@ class CheckpointSaved:
 @dataclass(kw_only=True)
 class RunFinished:
     iter: int
-    reason: str  # "completed" | "time budget" | "interrupted" | "diverged"
+    reason: str  # "completed" | "time budget" | "interrupted" | "diverged" | "early stop"
     best_val_loss: float
     best_val_bpc: float
     final_val_loss: float

@@ -20,11 +20,12 @@ from mlxgpt.fast.blas import setup_blas
 from mlxgpt.fast.device import configure_device, device_name, on_gpu
 from mlxgpt.fast.streams import step_factory
 from mlxgpt.checkpoint import find_checkpoint, load_checkpoint_tokenizer, load_model, load_training_state, read_config
-from mlxgpt.config import MODEL_FIELDS, PRESETS, TRAIN_FIELDS, ModelArgs, TrainArgs, default_preset_name
+from mlxgpt.config import FINETUNE_DEFAULTS, MODEL_FIELDS, PRESETS, TRAIN_FIELDS, ModelArgs, TrainArgs, default_preset_name
 from mlxgpt.data import is_stdin, make_dataset, read_text, rereadable_path, resolve_data, tokenizer_text
 from mlxgpt.distributed import World, check_same_across_ranks, init_world
 from mlxgpt.errors import MlxgptError
 from mlxgpt.events import EventHandler, RunFinished, RunStarted
+from mlxgpt.finetune import Parent, fit_model, fit_tokenizer, freeze_layers
 from mlxgpt.model import GPT, flops_per_token
 from mlxgpt.plots import with_loss_picture
 from mlxgpt.rundir import RunLock, check_writable, holds_run
@@ -47,6 +48,8 @@ class TrainOptions:
     streams: int | None = None  # CPU streams per step (None: automatic)
     plain: bool = False  # the textbook step, without mlxgpt/fast
     data_format: str | None = None  # "text" | "lines" (one example per line); None: text, or the run's own
+    init_from: str | None = None  # fine-tune: start from this run's (or checkpoint's) weights and tokenizer
+    extend_vocab: bool = False  # fine-tune: a char model may learn the new text's new characters
 
 
 def _pick_preset(name: str | None) -> tuple[str, str]:
@@ -123,6 +126,8 @@ def _prepare_new(options: TrainOptions) -> tuple[Run, RunStarted]:
     data_path = resolve_data(options.data)
     text = read_text(data_path)
     out = _run_dir(options, data_path.stem if rereadable_path(data_path) else "stdin")
+    if options.init_from:
+        return _prepare_finetune(options, data_path, text, out)
     preset, note = _pick_preset(options.preset)
     model_values, train_values = PRESETS[preset].with_overrides(options.overrides)
     train_args = TrainArgs.from_dict(train_values)
@@ -137,10 +142,47 @@ def _prepare_new(options: TrainOptions) -> tuple[Run, RunStarted]:
     _check_sample_prompt(train_args, tokenizer, text, given="sample_prompt" in options.overrides)
     mx.random.seed(train_args.seed)  # the initial weights depend on --seed only
     model = GPT(model_args)
+    return _new_run(model, tokenizer, data, train_args, out, data_path, text,
+                    {"preset": preset, "data_format": data_format}, note)
+
+
+def _prepare_finetune(options: TrainOptions, data_path: Path, text: str, out: Path) -> tuple[Run, RunStarted]:
+    """--init-from: the parent's weights, shape and tokenizer; a fresh optimizer and schedule."""
+    shape = sorted(k for k in options.overrides if k in MODEL_FIELDS and k != "dropout")
+    if shape or options.preset or options.tokenizer or options.tokenizer_options:
+        given = ", ".join([*shape, *(["preset"] if options.preset else []),
+                           *(["tokenizer"] if options.tokenizer or options.tokenizer_options else [])])
+        raise MlxgptError(f"--init-from keeps the parent's model shape and tokenizer, so {given} cannot be given: "
+                          "drop them (only --dropout may change), or start a new run without --init-from")
+    parent = Parent.load(options.init_from)
+    data_format = options.data_format or parent.config.get("data_format", "text")
+    train_values = {**parent.config["train"], **FINETUNE_DEFAULTS,
+                    **{k: v for k, v in options.overrides.items() if k in TRAIN_FIELDS}}
+    if "max_iters" in options.overrides and "lr_decay_iters" not in options.overrides:
+        train_values["lr_decay_iters"] = options.overrides["max_iters"]
+    train_args = TrainArgs.from_dict(train_values)
+    train_args.validate()
+    tokenizer = fit_tokenizer(parent, tokenizer_text(text, data_format, training_split_only=False),
+                              options.extend_vocab)
+    if tokenizer.vocab_size > parent.tokenizer.vocab_size and train_args.freeze_layers:
+        raise MlxgptError("--freeze-layers keeps the embeddings as they are, so the rows --extend-vocab adds would "
+                          "never learn: drop one of the two")
+    mx.random.seed(train_args.seed)  # new embedding rows (--extend-vocab) depend on --seed
+    model = fit_model(parent, tokenizer.vocab_size, options.overrides.get("dropout"))
+    data = make_dataset(text, tokenizer, model.args.block_size, data_format)
+    _check_sample_prompt(train_args, tokenizer, text, given="sample_prompt" in options.overrides)
+    freeze_layers(model, train_args.freeze_layers)
+    return _new_run(model, tokenizer, data, train_args, out, data_path, text,
+                    {"preset": parent.config.get("preset", "?"), "data_format": data_format,
+                     "init_from": parent.record()}, f"fine-tuning {parent.checkpoint}")
+
+
+def _new_run(model: GPT, tokenizer: Tokenizer, data, train_args: TrainArgs, out: Path, data_path: Path, text: str,
+             extra: dict[str, Any], note: str) -> tuple[Run, RunStarted]:
     run = Run(model, build_optimizer(train_args), tokenizer, data, train_args, out,
-              {"preset": preset, "data_format": data_format, **_data_record(data_path, text)}, LoopState())
+              {**extra, **_data_record(data_path, text)}, LoopState())
     run.resume_command = _resume_command(out)
-    return run, _started(run, preset, note)
+    return run, _started(run, extra["preset"], note)
 
 
 def _prepare_resume(options: TrainOptions, world: World) -> tuple[Run, RunStarted]:
@@ -191,6 +233,7 @@ def _prepare_resume(options: TrainOptions, world: World) -> tuple[Run, RunStarte
     _check_sample_prompt(train_args, tokenizer, text, given="sample_prompt" in options.overrides)
     model = load_model(checkpoint_dir, config)
     model.train()
+    freeze_layers(model, train_args.freeze_layers)
     state, optimizer_state = load_training_state(checkpoint_dir)
     if state.get("world_size", 1) != world.size:
         raise MlxgptError(f"{out} was trained with {state.get('world_size', 1)} rank(s) but this run has {world.size}: "
@@ -206,7 +249,8 @@ def _prepare_resume(options: TrainOptions, world: World) -> tuple[Run, RunStarte
     optimizer.state = optimizer_state
     data = make_dataset(text, tokenizer, model.args.block_size, saved_format)
     run = Run(model, optimizer, tokenizer, data, train_args, out,
-              {"preset": config.get("preset", "?"), "data_format": saved_format, **_data_record(data_path, text)},
+              {"preset": config.get("preset", "?"), "data_format": saved_format, **_data_record(data_path, text),
+               **({"init_from": config["init_from"]} if "init_from" in config else {})},
               LoopState.from_dict(state))
     run.resume_command = _resume_command(out)
     return run, _started(run, config.get("preset", "?"), "resumed")

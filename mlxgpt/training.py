@@ -141,6 +141,7 @@ class LoopState:
     last_val_loss: float = math.inf
     evaluated_at: int = -1
     world_size: int = 1  # ranks that trained it (resume needs the same number)
+    evals_without_improvement: int = 0  # for --early-stop-evals
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "LoopState":
@@ -205,6 +206,7 @@ def train(run: Run, on_event: EventHandler) -> RunFinished:
                 is_best = losses["val"] < state.best_val_loss
                 if is_best:
                     state.best_val_loss, state.best_val_bpc = losses["val"], bpc
+                state.evals_without_improvement = 0 if is_best else state.evals_without_improvement + 1
                 state.last_val_loss, state.evaluated_at = losses["val"], state.iter
                 on_event(EvalDone(iter=state.iter, train_loss=losses["train"], val_loss=losses["val"], val_bpc=bpc,
                                   lr=_current_lr(run.optimizer),
@@ -216,6 +218,9 @@ def train(run: Run, on_event: EventHandler) -> RunFinished:
                 if is_best:
                     _save(run, "best", on_event)
                 _save(run, "latest", on_event)
+                if args.early_stop_evals and state.evals_without_improvement >= args.early_stop_evals:
+                    reason = "early stop"  # the val loss stopped improving: best/ holds the model to keep
+                    break
             if finishing:
                 if state.iter < args.max_iters:
                     reason = "interrupted" if stop.requested else "time budget"
