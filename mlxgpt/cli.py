@@ -14,12 +14,14 @@ import sys
 from typing import Callable, Sequence
 
 from mlxgpt import bench
+from mlxgpt.classify import add_classify_arguments, cmd_classify
 from mlxgpt.config import PRESETS, TrainArgs
 from mlxgpt.errors import MlxgptError
 from mlxgpt.flags import (add_batch_size_argument, add_checkpoint_argument, add_cpu_streams_argument,
                           add_data_argument, add_model_shape_arguments, add_plain_argument, add_preset_argument,
-                          add_seed_argument)
+                          add_sampling_arguments, add_seed_argument)
 from mlxgpt.inspect.cli import add_inspect_arguments, cmd_inspect
+from mlxgpt.samples import add_sample_arguments, cmd_sample, print_examples
 
 EXIT_USAGE = 2
 
@@ -60,6 +62,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--out", help="run directory (default out/<data-name>, a new one if that holds a run)")
     g.add_argument("--resume", action="store_true", help="continue the run in --out from its latest/ checkpoint")
     g.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    g.add_argument("--init-from", metavar="RUN", help="fine-tune: start from this run's (or checkpoint's) weights and "
+                   "tokenizer, with a fresh optimizer and fine-tuning defaults (lr 1e-4, warmup 20, 500 iters, "
+                   "eval every 50, --early-stop-evals 4); flags override them")
+    g.add_argument("--extend-vocab", action="store_true", help="with --init-from and a char model: add the new "
+                   "text's unseen characters as new tokens (new embedding rows), instead of refusing the text")
     g.add_argument("--format", choices=["text", "lines"],
                    help="text: one continuous text (the default); lines: every non-empty line is one example "
                         "(names, peptides, SMILES...), split 90/10 by example and ended by an end token")
@@ -100,11 +107,15 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    "--max-iters that fit the budget")
     g.add_argument("--sample-prompt", help="prompt of the sample shown at each eval (default newline)")
     g.add_argument("--sample-tokens", type=int, help="length of that sample (0: no samples)")
+    g.add_argument("--early-stop-evals", type=int, help="stop once the val loss has not improved for this many "
+                   "evaluations (best/ keeps the best model)")
+    g.add_argument("--freeze-layers", type=int, help="keep the embeddings and the first N blocks as they are "
+                   "(fine-tuning with --init-from; default 0)")
 
 
 # flags that are not ModelArgs/TrainArgs fields (all others are, by the same name)
 _NOT_OVERRIDES = {"data", "preset", "out", "resume", "overwrite", "tokenizer", "no_ui", "command", "func", "plain",
-                  "format", "cpu_streams", "vocab_size", "sp_model_type"}
+                  "format", "init_from", "extend_vocab", "cpu_streams", "vocab_size", "sp_model_type"}
 
 
 def _tokenizer_options(args: argparse.Namespace) -> dict:
@@ -145,7 +156,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     options = TrainOptions(data=args.data, out=args.out, preset=args.preset, tokenizer=args.tokenizer,
                            tokenizer_options=_tokenizer_options(args), resume=args.resume, overwrite=args.overwrite,
                            overrides=overrides, streams=args.cpu_streams, plain=args.plain,
-                           data_format=args.format)
+                           data_format=args.format, init_from=args.init_from, extend_vocab=args.extend_vocab)
     renderer = make_renderer(args.no_ui)
     try:
         finished = run_training(options, renderer)
@@ -160,17 +171,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def add_generate_arguments(p: argparse.ArgumentParser) -> None:
-    p.description = "Stream text from a trained model."
+    p.description = ("Stream text from a trained model. A --format lines model writes whole examples instead, one "
+                     "per line, each from the start state (the prompt is each example's beginning).")
     add_checkpoint_argument(p)
     prompt = p.add_mutually_exclusive_group()  # both at once: one would be ignored without a word
     prompt.add_argument("--prompt", default="\n", help="text to continue")
     prompt.add_argument("--prompt-file", help="read the prompt from this UTF-8 file instead (- for standard input)")
-    p.add_argument("--max-new-tokens", type=int, default=500, help="tokens to generate")
-    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (argmax); <1 sharper, >1 flatter")
-    p.add_argument("--top-k", type=int, help="sample only from the k most likely tokens")
-    p.add_argument("--top-p", type=float, help="sample from the smallest set with this much probability")
-    p.add_argument("--min-p", type=float, help="drop tokens less likely than min-p x the most likely")
-    add_seed_argument(p, "random seed for reproducible samples (sample i uses seed + i)")
+    p.add_argument("--max-new-tokens", type=int, default=500, help="tokens to generate (a lines model: at most, "
+                                                                  "per example)")
+    add_sampling_arguments(p, temperature=0.8)
+    add_seed_argument(p, "random seed for reproducible samples (sample i uses seed + i; on a lines model, a key "
+                         "made from seed and i)")
     p.add_argument("--num-samples", type=int, default=1, help="independent samples to draw")
     p.add_argument("--stop", type=_unescape, help="stop a sample once this text appears (\\n and \\t are understood)")
     p.add_argument("--no-cache", action="store_true", help="recompute the whole context per token (slow; for comparison)")
@@ -225,12 +236,16 @@ def _check_prompt_and_stop(tokenizer, prompt: str, stop: str | None) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from mlxgpt.checkpoint import latest_run, load
+    from mlxgpt.checkpoint import latest_run, load_checkpoint_tokenizer, load_model, read_config, resolve_checkpoint
     from mlxgpt.generate import generate
 
     _check_generate_flags(args)
     prompt = _read_prompt(args)
-    model, tokenizer = load(args.checkpoint or latest_run())
+    directory = resolve_checkpoint(args.checkpoint or latest_run())
+    config = read_config(directory)
+    if config.get("data_format") == "lines":  # whole examples, each from the start state: not one stream
+        return print_examples(directory, config, prompt, args)
+    model, tokenizer = load_model(directory, config), load_checkpoint_tokenizer(directory, config)
     _check_prompt_and_stop(tokenizer, prompt, args.stop)
     out = sys.stdout
     for i in range(args.num_samples):
@@ -306,11 +321,13 @@ def cmd_launch(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]] = {
     "train": (add_train_arguments, cmd_train, "train a model on a text file"),
     "generate": (add_generate_arguments, cmd_generate, "stream text from a trained model"),
+    "sample": (add_sample_arguments, cmd_sample, "whole examples from a --format lines model, with a report"),
     "eval": (add_eval_arguments, cmd_eval, "loss on the whole validation split (every token, not an estimate)"),
     "inspect": (add_inspect_arguments, cmd_inspect,
                 "look inside a trained model: params, attention, embeddings, positions, next"),
     "launch": (add_launch_arguments, cmd_launch, "data-parallel training over processes/machines"),
     "bench": (bench.add_bench_arguments, bench.cmd_bench, "MLX vs PyTorch: speed, MFU, memory, cold start, parity"),
+    "classify": (add_classify_arguments, cmd_classify, "GPT-1 classification: fine-tune on labelled texts, predict"),
 }
 
 

@@ -14,7 +14,7 @@ import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Sequence
 
 import numpy as np
 
@@ -234,20 +234,28 @@ class Dataset:
 SPLIT_SEED = 0  # the lines format's train/val split: fixed, so every run (any --seed) shares it
 
 
-def split_examples(text: str, fraction: float = TRAIN_FRACTION, seed: int = SPLIT_SEED) -> tuple[list[str], list[str]]:
-    """Every non-empty line is an example; (train, val) split by *example*, not by character.
+def held_out(examples: Sequence[str], fraction: float, seed: int) -> np.ndarray:
+    """Which examples to hold out (a boolean per example), split by *distinct* example.
 
-    The distinct examples are shuffled with a fixed seed and cut 90/10; every copy of an
-    example goes where its first copy went, so a duplicate never straddles the split (the
-    model would otherwise be scored on lines it trained on)."""
-    examples = [line.rstrip("\r") for line in text.split("\n") if line.strip()]
+    The distinct examples are shuffled (seeded) and `fraction` of them (at least one, and at
+    least one left) held out; every copy of an example goes where its first copy went, so a
+    duplicate never straddles the split: the model would be scored on what it trained on."""
     distinct = sorted(set(examples))  # sorted first: a set's order changes between runs
     if len(distinct) < 2:
+        raise MlxgptError(f"need at least 2 different examples to hold some out, got {len(distinct)}")
+    count = min(len(distinct) - 1, max(1, round(len(distinct) * fraction)))
+    chosen = {distinct[i] for i in np.random.default_rng(seed).permutation(len(distinct))[:count]}
+    return np.array([example in chosen for example in examples])
+
+
+def split_examples(text: str, fraction: float = TRAIN_FRACTION, seed: int = SPLIT_SEED) -> tuple[list[str], list[str]]:
+    """Every non-empty line is an example; (train, val) split by example (held_out), not by character."""
+    examples = [line.rstrip("\r") for line in text.split("\n") if line.strip()]
+    if len(set(examples)) < 2:
         raise MlxgptError(f"--format lines needs at least 2 different non-empty lines (one example per line), got "
-                          f"{len(distinct)}: check the file, or train on it as one text without --format lines")
-    np.random.Generator(np.random.PCG64(seed)).shuffle(distinct)
-    in_train = set(distinct[:min(len(distinct) - 1, max(1, int(len(distinct) * fraction)))])
-    return [e for e in examples if e in in_train], [e for e in examples if e not in in_train]
+                          f"{len(set(examples))}: check the file, or train on it as one text without --format lines")
+    val = held_out(examples, 1 - fraction, seed)
+    return [e for e, out in zip(examples, val) if not out], [e for e, out in zip(examples, val) if out]
 
 
 def lines_text(examples: list[str]) -> str:

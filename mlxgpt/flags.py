@@ -57,3 +57,12 @@ def add_plain_argument(g: Flags) -> None:
     g.add_argument("--plain", action="store_true",
                    help="the textbook path only: none of mlxgpt/fast's speed tricks (CPU streams, compiled decoding, "
                         "fused attention); same results, for reading, checking and comparing")
+
+
+def add_sampling_arguments(p: Flags, temperature: float) -> None:
+    """--temperature, --top-k, --top-p and --min-p, for generate and sample."""
+    p.add_argument("--temperature", type=float, default=temperature,
+                   help="0 = greedy (argmax); <1 sharper, >1 flatter")
+    p.add_argument("--top-k", type=int, help="sample only from the k most likely tokens")
+    p.add_argument("--top-p", type=float, help="sample from the smallest set with this much probability")
+    p.add_argument("--min-p", type=float, help="drop tokens less likely than min-p x the most likely")

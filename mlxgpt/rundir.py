@@ -29,7 +29,7 @@ from mlxgpt.errors import MlxgptError
 LOCK = ".lock"
 MARKER = "mlxgpt-run"
 CHECKPOINT_NAMES = ("best", "latest")
-RUN_FILES = ("metrics.jsonl", "loss.svg", "loss.png")
+RUN_FILES = ("metrics.jsonl", "metrics.json", "loss.svg", "loss.png")
 
 
 def _is_own_lock(path: Path) -> bool:
