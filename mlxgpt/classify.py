@@ -81,6 +81,20 @@ def _label_order(name: str) -> tuple[int, int, str]:
         return 1, 0, name
 
 
+def _is_fraction(label: str) -> bool:
+    """A number, but not a whole one ("0.5", "1e-3"): a measurement, not a class."""
+    try:
+        int(label)
+        return False
+    except ValueError:
+        pass
+    try:
+        float(label)
+    except ValueError:
+        return False
+    return label.lower() not in ("nan", "inf", "-inf", "infinity", "-infinity")
+
+
 def _shown_list(names: Sequence[str]) -> str:
     return ", ".join(names[:LIST_LIMIT]) + (", ..." if len(names) > LIST_LIMIT else "")
 
@@ -127,6 +141,9 @@ def read_labelled_csv(path: str | os.PathLike) -> LabelledTexts:
         label = fields[label_at].strip()
         if not label:
             raise MlxgptError(f"line {line} of {path} has no label: give every row one")
+        if _is_fraction(label):
+            raise MlxgptError(f"line {line} of {path} has the label {label!r}, a number that is not a whole one: "
+                              "labels are class ids (0, 1, ...) or class names, not values to regress on")
         texts.append(fields[text_at])
         raw_labels.append(label)
         places.append(f"line {line} of {path}")

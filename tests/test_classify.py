@@ -252,6 +252,8 @@ def test_a_damaged_head_is_one_line(fine_tuned, tmp_path):
 @pytest.mark.parametrize("rows, fragments", [
     pytest.param([["text", "label"], ["aab", "x"], ["bba", "x"]], ["one class only", "'x'"], id="one-class"),
     pytest.param([["text"], ["aab"], ["bba"]], ["no 'label' column", "text,label"], id="labels-missing"),
+    pytest.param([["text", "label"], ["aab", "0"], ["bba", "0.75"]], ["'0.75'", "not a whole one", "class ids"],
+                 id="label-a-measurement"),
     pytest.param([["text", "label"], ["a" * 20, "x"], ["bba", "y"]],
                  ["line 2 of", "20 tokens long", "at most 14", "--block-size"], id="too-long"),
     pytest.param([["text", "label"], ["aéb", "x"], ["bbz", "y"]], ["2 character(s)", "'z' 'é'"],
