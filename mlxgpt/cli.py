@@ -304,7 +304,8 @@ def add_launch_arguments(p: argparse.ArgumentParser) -> None:
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("-n", "--ranks", type=int, help="processes on this machine")
     where.add_argument("--hostfile", help="mlx.launch JSON host list (IP addresses) for several machines")
-    p.add_argument("--backend", default="ring", help="mx.distributed backend (ring works over TCP everywhere)")
+    p.add_argument("--backend", help="mx.distributed backend: ring, mpi, nccl, ... (default: mlx.launch's own "
+                                     "choice, e.g. ring on CPUs and Macs, NCCL on CUDA GPUs, or the hostfile's)")
     p.add_argument("--port", type=int, help="first TCP port of the ring backend (one per rank); default mlx.launch's")
     p.add_argument("train_args", nargs=argparse.REMAINDER, help="-- then the arguments of train.py")
 
@@ -372,10 +373,9 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
         code = 0
         return 0
     finally:
-        if "MLX_RANK" in os.environ:  # a rank of `mlxgpt launch`: tell the launcher how we ended
-            from mlxgpt.distributed import record_exit_status
+        from mlxgpt.distributed import record_exit_status
 
-            record_exit_status(code, message)
+        record_exit_status(code, message)  # a rank of `mlxgpt launch` tells the launcher how it ended
 
 
 def main(argv: Sequence[str] | None = None) -> int:

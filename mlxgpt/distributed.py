@@ -47,9 +47,19 @@ class World:
 SINGLE = World(None, 0, 1)  # a plain single-process run
 
 
+# The rank variable each launcher sets: mlx.launch's own (ring, NCCL, JACCL), then MPI's (mlx.launch
+# --backend mpi runs mpirun, which sets only its own), so that no rank mistakes itself for a lone run.
+RANK_VARIABLES = ("MLX_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK")
+
+
+def launched_rank() -> str | None:
+    """This process's rank as its launcher set it, or None for a plain run."""
+    return next((os.environ[name] for name in RANK_VARIABLES if name in os.environ), None)
+
+
 def launched() -> bool:
-    """True when started by mlx.launch (or another launcher that sets MLX_RANK)."""
-    return "MLX_RANK" in os.environ
+    """True when started by mlx.launch or mpirun (one of RANK_VARIABLES is set)."""
+    return launched_rank() is not None
 
 
 def init_world() -> World:
@@ -87,7 +97,7 @@ def record_exit_status(code: int, message: str = "") -> None:
     directory = os.environ.get(STATUS_DIR_ENV)
     if not directory or not launched():
         return
-    path = Path(directory) / f"rank-{os.environ['MLX_RANK']}.json"
+    path = Path(directory) / f"rank-{launched_rank()}.json"
     try:
         path.write_text(json.dumps({"code": code, "message": message}))
     except OSError:
@@ -122,7 +132,17 @@ def find_launcher() -> str | None:
     return shutil.which("mlx.launch") or shutil.which("mlx.launch", path=beside)
 
 
-def launch(ranks: int | None, hostfile: str | None, train_args: Sequence[str], backend: str = "ring",
+def launch_command(launcher: str, ranks: int | None, hostfile: str | None, backend: str | None, port: int | None,
+                   status_dir: str, program: Sequence[str]) -> list[str]:
+    """mlx.launch's command line. No --backend unless the user named one: mlx.launch then picks its own
+    (ring over TCP on CPUs and Macs, NCCL on CUDA GPUs) or the hostfile's."""
+    command = [launcher, *(["--backend", backend] if backend else []), "--env", f"{STATUS_DIR_ENV}={status_dir}"]
+    command += ["-n", str(ranks)] if ranks is not None else ["--hostfile", str(hostfile)]
+    command += ["--starting-port", str(port)] if port is not None else []
+    return [*command, "--", *program]
+
+
+def launch(ranks: int | None, hostfile: str | None, train_args: Sequence[str], backend: str | None = None,
            port: int | None = None) -> int:
     """Run train.py under mlx.launch; exit non-zero if any rank failed."""
     launcher = find_launcher()
@@ -136,10 +156,7 @@ def launch(ranks: int | None, hostfile: str | None, train_args: Sequence[str], b
     train_script = Path(__file__).resolve().parent.parent / "train.py"
     program = [sys.executable, str(train_script)] if train_script.exists() else [sys.executable, "-m", "mlxgpt", "train"]
     with tempfile.TemporaryDirectory(prefix="mlxgpt-ranks-") as status_dir:
-        command = [launcher, "--backend", backend, "--env", f"{STATUS_DIR_ENV}={status_dir}"]
-        command += ["-n", str(ranks)] if ranks is not None else ["--hostfile", str(hostfile)]
-        command += ["--starting-port", str(port)] if port is not None else []
-        command += ["--", *program, *train_args]
+        command = launch_command(launcher, ranks, hostfile, backend, port, status_dir, [*program, *train_args])
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
         output = []
         assert process.stdout is not None

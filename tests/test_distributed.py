@@ -96,3 +96,4 @@ def test_a_crashing_rank_fails_the_run(tmp_path):
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: distributed run failed") and "rank 1" in last
     assert "Traceback" not in result.stderr
+
