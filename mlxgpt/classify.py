@@ -604,10 +604,10 @@ def _final_table(metrics: dict[str, float | None], n_test: int) -> str:
 
 
 def _refuse_a_run(out: Path, overwrite: bool) -> None:
-    from mlxgpt.rundir import holds_run
+    from mlxgpt.rundir import refuse_existing_run
 
-    if holds_run(out) and not overwrite:
-        raise MlxgptError(f"{out} already holds a trained run: add --overwrite to replace it, or choose another --out")
+    if not overwrite:
+        refuse_existing_run(out, how="add --overwrite to replace it")
 
 
 def cmd_train(args: argparse.Namespace) -> int:

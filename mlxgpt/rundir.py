@@ -52,6 +52,12 @@ def _is_own_checkpoint(path: Path | None) -> bool:
         return False
 
 
+def refuse_existing_run(out: Path, how: str = "add --resume to continue it, --overwrite to replace it") -> None:
+    """A new run never replaces a trained one unasked: one line saying what to do instead."""
+    if holds_run(out):
+        raise MlxgptError(f"{out} already holds a trained run: {how}, or choose another --out")
+
+
 def is_run_dir(out: Path) -> bool:
     """An mlxgpt run: its lock marker, or a checkpoint of ours (runs from before the marker)."""
     return _is_own_lock(out / LOCK) or any(_is_own_checkpoint(find_checkpoint(out, name))

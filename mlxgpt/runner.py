@@ -28,7 +28,7 @@ from mlxgpt.events import EventHandler, RunFinished, RunStarted
 from mlxgpt.finetune import Parent, fit_model, fit_tokenizer, freeze_layers
 from mlxgpt.model import GPT, flops_per_token
 from mlxgpt.plots import with_loss_picture
-from mlxgpt.rundir import RunLock, check_writable, holds_run
+from mlxgpt.rundir import RunLock, check_writable, holds_run, refuse_existing_run
 from mlxgpt.tokenizers import TOKENIZERS, Tokenizer
 from mlxgpt.ui.metrics import MetricsWriter
 from mlxgpt.training import LoopState, Run, build_optimizer, train
@@ -66,9 +66,8 @@ def _run_dir(options: TrainOptions, data_name: str) -> Path:
     if options.out:
         out = Path(options.out)
         check_writable(out)
-        if not options.overwrite and holds_run(out):
-            raise MlxgptError(f"{out} already holds a trained run: add --resume to continue it, "
-                              "--overwrite to replace it, or choose another --out")
+        if not options.overwrite:
+            refuse_existing_run(out)
         return out
     base = Path("out") / (data_name or "run")
     out, n = base, 1
@@ -289,9 +288,8 @@ def run_training(options: TrainOptions, renderer: EventHandler) -> RunFinished:
     if not run.world.is_main:
         return train(run, lambda event: None)  # rank 0 reports and writes for everyone
     with RunLock(run.out_dir).claim(replace=options.overwrite):
-        if not options.resume and not options.overwrite and holds_run(run.out_dir):  # saved since we looked
-            raise MlxgptError(f"{run.out_dir} already holds a trained run: add --resume to continue it, "
-                              "--overwrite to replace it, or choose another --out")
+        if not options.resume and not options.overwrite:
+            refuse_existing_run(run.out_dir)  # one may have been saved since _run_dir looked
         try:
             metrics = MetricsWriter(run.out_dir / "metrics.jsonl", append=options.resume)
         except OSError as exc:  # a place we may not write
