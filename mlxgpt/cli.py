@@ -18,7 +18,7 @@ from mlxgpt.classify import add_classify_arguments, cmd_classify
 from mlxgpt.config import PRESETS, TrainArgs
 from mlxgpt.errors import MlxgptError
 from mlxgpt.flags import (add_batch_size_argument, add_checkpoint_argument, add_cpu_streams_argument,
-                          add_data_argument, add_model_shape_arguments, add_plain_argument, add_preset_argument,
+                          add_data_argument, add_dtype_argument, add_model_shape_arguments, add_plain_argument, add_preset_argument,
                           add_sampling_arguments, add_seed_argument)
 from mlxgpt.inspect.cli import add_inspect_arguments, cmd_inspect
 from mlxgpt.samples import add_sample_arguments, cmd_sample, print_examples
@@ -79,6 +79,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sp-model-type", choices=["bpe", "unigram"], help="SentencePiece algorithm (default bpe)")
     g.add_argument("--no-ui", action="store_true", help="plain log lines even in a terminal")
     add_plain_argument(g)
+    add_dtype_argument(g)
     add_cpu_streams_argument(g)
 
     g = p.add_argument_group("model (override the preset)")
@@ -186,6 +187,7 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stop", type=_unescape, help="stop a sample once this text appears (\\n and \\t are understood)")
     p.add_argument("--no-cache", action="store_true", help="recompute the whole context per token (slow; for comparison)")
     add_plain_argument(p)
+    add_dtype_argument(p, default="auto")
     p.add_argument("--show-probs", nargs="?", type=int, const=10, metavar="K",
                    help="for each token, show the K most likely candidates (default 10) with bars, the chosen one "
                         "marked, after temperature/top-k/top-p/min-p; then the text coloured by probability")
@@ -235,6 +237,16 @@ def _check_prompt_and_stop(tokenizer, prompt: str, stop: str | None) -> None:
         raise MlxgptError(f"--stop {stop!r} can never appear in the output: {exc}") from None
 
 
+def set_compute_dtype(model, name: str) -> None:
+    """--dtype for generation: the model's weights in that precision (a warning where it is slow)."""
+    from mlxgpt.fast.device import resolve_dtype
+
+    dtype, warning = resolve_dtype(name)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+    model.set_dtype(dtype)
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from mlxgpt.checkpoint import latest_run, load_checkpoint_tokenizer, load_model, read_config, resolve_checkpoint
     from mlxgpt.generate import generate
@@ -247,6 +259,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         return print_examples(directory, config, prompt, args)
     model, tokenizer = load_model(directory, config), load_checkpoint_tokenizer(directory, config)
     _check_prompt_and_stop(tokenizer, prompt, args.stop)
+    set_compute_dtype(model, args.dtype)
     out = sys.stdout
     for i in range(args.num_samples):
         if i:

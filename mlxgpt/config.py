@@ -132,6 +132,7 @@ class TrainArgs:
     sample_tokens: int = 200
     early_stop_evals: int | None = None  # stop once val loss has not improved for this many evaluations
     freeze_layers: int = 0  # fine-tuning: keep the embeddings and the first N blocks as they are
+    dtype: str = "auto"  # precision of forward and backward: auto, float32, bfloat16, float16 (weights stay float32)
 
     def validate(self) -> None:
         for name, value in vars(self).items():  # a NaN passes every comparison below, so check first
@@ -155,6 +156,8 @@ class TrainArgs:
             raise MlxgptError(f"--early-stop-evals must be at least 1, got {self.early_stop_evals}")
         if self.freeze_layers < 0:
             raise MlxgptError(f"--freeze-layers must be 0 or more, got {self.freeze_layers}")
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise MlxgptError(f"--dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
         if self.sample_tokens < 0:
             raise MlxgptError(f"--sample-tokens must be >= 0, got {self.sample_tokens}")
         check_seed(self.seed)

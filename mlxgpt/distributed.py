@@ -26,6 +26,7 @@ from typing import Any, Sequence
 import mlx.core as mx
 
 from mlxgpt.errors import MlxgptError
+from mlxgpt.fast.device import ONE_MACHINE_ENV
 
 STATUS_DIR_ENV = "MLXGPT_STATUS_DIR"
 
@@ -137,7 +138,8 @@ def launch_command(launcher: str, ranks: int | None, hostfile: str | None, backe
     """mlx.launch's command line. No --backend unless the user named one: mlx.launch then picks its own
     (ring over TCP on CPUs and Macs, NCCL on CUDA GPUs) or the hostfile's."""
     command = [launcher, *(["--backend", backend] if backend else []), "--env", f"{STATUS_DIR_ENV}={status_dir}"]
-    command += ["-n", str(ranks)] if ranks is not None else ["--hostfile", str(hostfile)]
+    # all ranks on this machine: each may take its own GPU (fast/device.py, rank_gpu)
+    command += ["--env", f"{ONE_MACHINE_ENV}=1", "-n", str(ranks)] if ranks is not None else ["--hostfile", str(hostfile)]
     command += ["--starting-port", str(port)] if port is not None else []
     return [*command, "--", *program]
 

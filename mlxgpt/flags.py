@@ -59,6 +59,16 @@ def add_plain_argument(g: Flags) -> None:
                         "fused attention); same results, for reading, checking and comparing")
 
 
+DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
+
+
+def add_dtype_argument(g: Flags, default: str | None = None) -> None:
+    g.add_argument("--dtype", choices=DTYPE_CHOICES, default=default,
+                   help="precision of the model's arithmetic: auto (the default) is bfloat16 on a GPU and float32 on "
+                        "a CPU, where MLX's half precision is ~30x slower. Training keeps float32 weights, optimizer "
+                        "state and loss either way (mixed precision)")
+
+
 def add_sampling_arguments(p: Flags, temperature: float) -> None:
     """--temperature, --top-k, --top-p and --min-p, for generate and sample."""
     p.add_argument("--temperature", type=float, default=temperature,

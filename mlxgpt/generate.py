@@ -69,7 +69,7 @@ def generate_tokens(model: GPT, prompt_ids: list[int], max_new_tokens: int, *,
 
     def predict(ids: mx.array, cache: list | None, subkey: mx.array) -> tuple[mx.array, mx.array]:
         """The next token and its logprobs after `ids` (1, T), as lazy arrays."""
-        logprobs = transform(model(ids, cache)[0, -1])
+        logprobs = transform(model(ids, cache)[0, -1].astype(mx.float32))  # sample in float32 whatever --dtype
         return sampler(logprobs, subkey), logprobs
 
     if use_cache and fast:

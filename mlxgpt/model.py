@@ -74,12 +74,14 @@ def causal_mask(Tq: int, Tk: int, start: int | mx.array | None = None) -> mx.arr
 
 def attention_weights(q: mx.array, k: mx.array, scale: float, start: int | mx.array | None = None) -> mx.array:
     """softmax(q k^T / sqrt(hs)) under the causal mask: (B, nh, Tq, Tk), rows sum to 1."""
-    scores = (q * scale) @ k.transpose(0, 1, 3, 2)
+    # the scores and their softmax in float32 even when the model computes in bfloat16 (--dtype):
+    # a sum of many small exponentials is where half precision loses the most
+    scores = ((q * scale) @ k.transpose(0, 1, 3, 2)).astype(mx.float32)
     allowed = causal_mask(q.shape[2], k.shape[2], start)
     scores = mx.where(allowed, scores, mx.array(-mx.inf, scores.dtype))
     # softmax written out: subtract the row max (stability), exponentiate, normalise
     weights = mx.exp(scores - mx.max(scores, axis=-1, keepdims=True))
-    return weights / mx.sum(weights, axis=-1, keepdims=True)
+    return (weights / mx.sum(weights, axis=-1, keepdims=True)).astype(q.dtype)
 
 
 class CausalSelfAttention(nn.Module):
@@ -179,11 +181,12 @@ class GPT(nn.Module):
     def embed(self, idx: mx.array, offset: int | mx.array = 0) -> mx.array:
         """Token ids (B, T) -> vectors (B, T, C): what each token is, plus where it stands."""
         positions = mx.arange(idx.shape[1]) + offset
+        tok = self.wte(idx)  # (B, T, C)
         if self.args.pos_embedding == "learned":
             pos = self.wpe(positions)  # (T, C)
         else:
-            pos = sinusoidal_positions(positions, self.args.n_embd)
-        return self.drop(self.wte(idx) + pos)
+            pos = sinusoidal_positions(positions, self.args.n_embd).astype(tok.dtype)  # a float32 table
+        return self.drop(tok + pos)
 
     def unembed(self, x: mx.array) -> mx.array:
         """Vectors (B, T, C) -> one score per vocabulary token (B, T, vocab_size)."""

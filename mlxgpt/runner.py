@@ -17,7 +17,7 @@ import mlx.core as mx
 from mlx.utils import tree_flatten
 
 from mlxgpt.fast.blas import setup_blas
-from mlxgpt.fast.device import configure_device, device_name, on_gpu
+from mlxgpt.fast.device import configure_device, device_name, on_gpu, resolve_dtype
 from mlxgpt.fast.streams import step_factory
 from mlxgpt.checkpoint import find_checkpoint, load_checkpoint_tokenizer, load_model, load_training_state, read_config
 from mlxgpt.config import FINETUNE_DEFAULTS, MODEL_FIELDS, PRESETS, TRAIN_FIELDS, ModelArgs, TrainArgs, default_preset_name
@@ -112,7 +112,15 @@ def prepare_run(options: TrainOptions) -> tuple[Run, RunStarted]:
         # ranks on one machine share its cores (assume all are local: the common case; --cpu-streams overrides)
         settings = configure_device(options.streams, processes=world.size)
         run.make_step, parallelism = step_factory(settings.streams), settings.describe()
-    started.parallelism = parallelism + (f", {world.size} ranks" if world.size > 1 else "")
+    run.dtype, warning = resolve_dtype(run.args.dtype)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+    notes = [parallelism] if parallelism else []
+    if run.dtype != mx.float32:
+        notes.append(f"{str(run.dtype).removeprefix('mlx.core.')} compute (float32 weights)")
+    if world.size > 1:
+        notes.append(f"{world.size} ranks")
+    started.parallelism = ", ".join(notes)
     started.tokens_per_iter *= world.size
     started.world_size = world.size
     check_same_across_ranks(world, int(run.data.train[:100_000].sum()) + len(run.data.train), "the training data")
@@ -273,7 +281,8 @@ def _started(run: Run, preset: str, note: str) -> RunStarted:
     model, args = run.model, run.args
     n_params = model.num_params()
     return RunStarted(out_dir=str(run.out_dir), preset=preset, preset_note=note, device=device_name(),
-                      blas=setup_blas().describe(), parallelism="", model_args=vars(model.args).copy(),
+                      blas="" if on_gpu() else setup_blas().describe(), parallelism="",  # no CPU BLAS on a GPU
+                      model_args=vars(model.args).copy(),
                       train_args=dataclasses.asdict(args), tokenizer=run.tokenizer.kind,
                       vocab_size=run.tokenizer.vocab_size, n_params=n_params,
                       n_params_total=model.num_params(non_embedding=False), train_tokens=run.data.target_tokens("train"),

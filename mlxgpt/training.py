@@ -40,8 +40,10 @@ from mlxgpt.tokenizers import Tokenizer
 
 
 def loss_fn(model: GPT, x: mx.array, y: mx.array) -> mx.array:
-    """Mean next-token cross-entropy in nats, over every position of every row that has a target."""
-    return masked_cross_entropy(model(x), y)
+    """Mean next-token cross-entropy in nats, over every position of every row that has a target.
+    (In float32 even when the model computes in bfloat16: a log-softmax over the vocabulary
+    needs the precision.)"""
+    return masked_cross_entropy(model(x).astype(mx.float32), y)
 
 
 def masked_cross_entropy(logits: mx.array, y: mx.array) -> mx.array:
@@ -85,11 +87,45 @@ def clip_and_update(model: GPT, optimizer: optim.Optimizer, grad_clip: float, gr
     return norm
 
 
+@contextmanager
+def computing_in(model: GPT, dtype: mx.Dtype) -> Iterator[None]:
+    """Run the model in `dtype` (bfloat16, float16) inside the block, its float32 weights back after.
+
+    Mixed precision, as torch.autocast does it: the matmuls run in half precision (on a
+    GPU, twice as fast and half the activation memory) while the weights that AdamW
+    updates stay float32, so that small updates are not rounded away."""
+    if dtype == mx.float32:
+        yield
+        return
+    weights = model.parameters()
+    model.update(tree_map(lambda w: w.astype(dtype), weights))
+    try:
+        yield
+    finally:
+        model.update(weights)
+
+
+def value_and_grad(model: GPT, loss: Callable, dtype: mx.Dtype = mx.float32) -> Callable:
+    """nn.value_and_grad(model, loss), computed in `dtype`. The gradients come back float32
+    (the cast's own gradient casts them back), so clipping and AdamW work in float32."""
+    if dtype == mx.float32:
+        return nn.value_and_grad(model, loss)
+
+    def loss_of(weights, *args, **kwargs):
+        model.update(weights)
+        with computing_in(model, dtype):
+            return loss(*args, **kwargs)
+
+    loss_and_grad = mx.value_and_grad(loss_of)
+    return lambda *args, **kwargs: loss_and_grad(model.trainable_parameters(), *args, **kwargs)
+
+
 StepFactory = Callable[..., tuple[Callable[[mx.array, mx.array], tuple[mx.array, mx.array]], list]]
 
 
 def make_train_step(model: GPT, optimizer: optim.Optimizer, grad_clip: float, world: World = SINGLE, *,
-                    loss_and_grad: Callable | None = None, update: Callable | None = None):
+                    dtype: mx.Dtype = mx.float32, loss_and_grad: Callable | None = None,
+                    update: Callable | None = None):
     """One optimizer step over `accum` micro-batches, compiled into a single graph.
 
     The model's parameters, the optimizer's moments and MLX's RNG (dropout) are
@@ -100,10 +136,11 @@ def make_train_step(model: GPT, optimizer: optim.Optimizer, grad_clip: float, wo
     are averaged across ranks inside the compiled step, before clipping, so all
     ranks apply the same update and keep identical parameters.
 
+    `dtype` is the precision of the forward and backward passes (see computing_in).
     mlxgpt/fast/streams.py passes its own `loss_and_grad(model, x, y)` (the batch split
     over CPU streams) and `update(grads) -> norm` (dealt out over them): same math."""
     state = [model.state, optimizer.state, mx.random.state]
-    loss_and_grad = loss_and_grad or nn.value_and_grad(model, loss_fn)
+    loss_and_grad = loss_and_grad or value_and_grad(model, loss_fn, dtype)
     update = update or partial(clip_and_update, model, optimizer, grad_clip)
 
     @partial(mx.compile, inputs=state, outputs=state)
@@ -126,9 +163,13 @@ def make_train_step(model: GPT, optimizer: optim.Optimizer, grad_clip: float, wo
     return step, state
 
 
-def make_eval_loss(model: GPT):
-    """Compiled mean loss of a batch, for evaluation (no gradients, no dropout)."""
-    return mx.compile(partial(loss_fn, model), inputs=model.state)
+def make_eval_loss(model: GPT, dtype: mx.Dtype = mx.float32):
+    """Compiled mean loss of a batch, for evaluation (no gradients, no dropout), in `dtype`."""
+    def eval_loss(x: mx.array, y: mx.array) -> mx.array:
+        with computing_in(model, dtype):
+            return loss_fn(model, x, y)
+
+    return mx.compile(eval_loss, inputs=model.state)
 
 
 @dataclass
@@ -169,6 +210,7 @@ class Run:
     world: World = SINGLE  # this process's rank among the training processes
     make_step: StepFactory = make_train_step  # mlxgpt/fast plugs its own in here
     plain: bool = False  # --plain: samples too are drawn without mlxgpt/fast
+    dtype: mx.Dtype = mx.float32  # precision of the forward and backward passes (--dtype)
 
 
 def train(run: Run, on_event: EventHandler) -> RunFinished:
@@ -180,23 +222,49 @@ def train(run: Run, on_event: EventHandler) -> RunFinished:
     sampler = run.data.sampler("train", args.batch_size, block_size, args.seed, rank)
     eval_batches = {split: fixed_batches(run.data, split, args, block_size, args.seed + i + 2 * rank)
                     for i, split in ((1, "train"), (2, "val"))}
-    step, step_state = run.make_step(model, run.optimizer, args.grad_clip, run.world)
-    eval_loss = make_eval_loss(model)
+    step, step_state = run.make_step(model, run.optimizer, args.grad_clip, run.world, dtype=run.dtype)
+    eval_loss = make_eval_loss(model, run.dtype)
     tokens_per_iter = args.batch_size * args.grad_accum * block_size * run.world.size
     state.world_size = run.world.size
 
     started = time.perf_counter()
     train_seconds, interval_seconds, interval_steps, tokens_done = 0.0, 0.0, 0, 0
-    last_loss, last_norm, reason = math.nan, math.nan, "completed"
-    diverged = None
+    reason, diverged = "completed", None
+    queued = None  # the last step handed to the device and not yet read back: (iter, loss, norm, lr)
+    clock = started  # training time runs from here (evaluations are not counted)
 
     def over_budget() -> bool:
         return args.time_budget is not None and time.perf_counter() - started >= args.time_budget
+
+    def read_back(iteration: int, loss: mx.array, norm: mx.array, lr: mx.array) -> str | None:
+        """Wait for a queued step, check it, count its time and log it; a divergence message if it went wrong."""
+        nonlocal clock, train_seconds, interval_seconds, interval_steps, tokens_done
+        loss_value, norm_value = loss.item(), norm.item()  # waits for the step to finish
+        if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
+            # the update is already applied: these weights are lost, the last checkpoint is not
+            return _divergence(run, f"at iter {iteration} the loss is {loss_value:g} and the gradient norm "
+                                    f"{norm_value:g}")
+        now = time.perf_counter()
+        train_seconds, interval_seconds = train_seconds + now - clock, interval_seconds + now - clock
+        clock, interval_steps, tokens_done = now, interval_steps + 1, tokens_done + tokens_per_iter
+        if iteration % args.log_interval == 0 or iteration == 1:
+            on_event(StepLogged(iter=iteration, max_iters=args.max_iters, train_loss=loss_value,
+                                lr=lr.item(), grad_norm=norm_value,
+                                ms_per_iter=1000 * interval_seconds / interval_steps,
+                                tokens_per_s=tokens_per_iter * interval_steps / interval_seconds,
+                                elapsed_s=now - started, active_memory_mb=mx.get_active_memory() / 2**20,
+                                peak_memory_mb=mx.get_peak_memory() / 2**20))
+            interval_seconds, interval_steps = 0.0, 0
+        return None
 
     with stop_on_interrupt() as stop:
         while True:
             finishing = state.iter >= args.max_iters or over_budget() or stop.requested
             if (state.iter % args.eval_interval == 0 or finishing) and state.evaluated_at != state.iter:
+                if queued:  # evaluate and save only the weights of a finished, checked step
+                    diverged, queued = read_back(*queued), None
+                    if diverged:
+                        break
                 losses = _evaluate(run, eval_loss, eval_batches)
                 bad = [f"{split} loss is {loss:g}" for split, loss in losses.items() if not math.isfinite(loss)]
                 if bad:
@@ -218,6 +286,7 @@ def train(run: Run, on_event: EventHandler) -> RunFinished:
                 if is_best:
                     _save(run, "best", on_event)
                 _save(run, "latest", on_event)
+                clock = time.perf_counter()
                 if args.early_stop_evals and state.evals_without_improvement >= args.early_stop_evals:
                     reason = "early stop"  # the val loss stopped improving: best/ holds the model to keep
                     break
@@ -226,36 +295,22 @@ def train(run: Run, on_event: EventHandler) -> RunFinished:
                     reason = "interrupted" if stop.requested else "time budget"
                 break
 
-            t0 = time.perf_counter()
             x, y = sampler.batch(state.iter, args.grad_accum)
             mx.random.seed(step_seed(args.seed, state.iter))  # dropout masks depend on (seed, step) only
             loss, norm = step(mx.array(x), mx.array(y))
-            # The one mx.eval per step. MLX is lazy: step() only *built* the graph
-            # (forward, backward, clip, AdamW). Evaluating the new parameters,
-            # optimizer moments and RNG state together lets MLX run it all in one
-            # go, without syncing to Python mid-step; the loss comes along for free.
-            mx.eval(step_state, loss, norm)
-            dt = time.perf_counter() - t0
-            if not (math.isfinite(loss.item()) and math.isfinite(norm.item())):
-                # the update is already applied: these weights are lost, the last checkpoint is not
-                diverged = _divergence(run, f"at iter {state.iter + 1} the loss is {loss.item():g} "
-                                            f"and the gradient norm {norm.item():g}")
-                break
+            # MLX is lazy: step() only *built* the graph (forward, backward, clip, AdamW).
+            # mx.async_eval hands it to the device and returns at once, the new parameters,
+            # optimizer moments and RNG state evaluated together. Then, while the device
+            # runs this step, Python reads back the *previous* one (its loss, for the log and
+            # the divergence check) and prepares the next batch, so a GPU is never left
+            # waiting for Python between steps.
+            mx.async_eval(step_state, loss, norm)
             state.iter += 1
-            train_seconds += dt
-            interval_seconds += dt
-            interval_steps += 1
-            tokens_done += tokens_per_iter
-            if state.iter % args.log_interval == 0 or state.iter == 1:
-                last_loss, last_norm = loss.item(), norm.item()
-                on_event(StepLogged(iter=state.iter, max_iters=args.max_iters, train_loss=last_loss,
-                                    lr=_current_lr(run.optimizer), grad_norm=last_norm,
-                                    ms_per_iter=1000 * interval_seconds / interval_steps,
-                                    tokens_per_s=tokens_per_iter * interval_steps / interval_seconds,
-                                    elapsed_s=time.perf_counter() - started,
-                                    active_memory_mb=mx.get_active_memory() / 2**20,
-                                    peak_memory_mb=mx.get_peak_memory() / 2**20))
-                interval_seconds, interval_steps = 0.0, 0
+            previous, queued = queued, (state.iter, loss, norm, _learning_rate(run.optimizer))
+            if previous:
+                diverged = read_back(*previous)
+                if diverged:
+                    break
 
     if diverged:
         reason = "diverged"
@@ -279,9 +334,14 @@ def _divergence(run: Run, what: str) -> str:
             f"or {clip}, then --resume or start a new run")
 
 
-def _current_lr(optimizer: optim.MultiOptimizer) -> float:
+def _learning_rate(optimizer: optim.MultiOptimizer) -> mx.array:
+    """The learning rate the last update used (lazy: the step may still be running)."""
     lr = optimizer.learning_rate
-    return lr.item() if isinstance(lr, mx.array) else float(lr)
+    return lr if isinstance(lr, mx.array) else mx.array(lr)
+
+
+def _current_lr(optimizer: optim.MultiOptimizer) -> float:
+    return _learning_rate(optimizer).item()
 
 
 def fixed_batches(data: Dataset | LinesDataset, split: str, args: TrainArgs, block_size: int,

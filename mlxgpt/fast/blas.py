@@ -94,10 +94,31 @@ def _symbol_owner(name: str) -> str | None:
     return None
 
 
+# MLX's CUDA backend ships as these distributions (the `mlx[cuda12]` / `mlx[cuda13]` extras).
+_CUDA_DISTRIBUTIONS = ("mlx-cuda-12", "mlx-cuda-13", "mlx-cuda")
+
+
+def cuda_backend() -> bool:
+    """True when MLX will run on an NVIDIA GPU: its CUDA backend is installed and the machine
+    has a GPU that the NVIDIA driver sees. Known without importing mlx (see the module doc)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    from importlib import metadata
+
+    for name in _CUDA_DISTRIBUTIONS:
+        try:
+            metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+        return bool(glob.glob("/proc/driver/nvidia/gpus/*")) or os.path.exists("/dev/nvidia0")
+    return False
+
+
 def setup_blas() -> BlasInfo:
     """Load a fast BLAS globally before mlx.core, once; say what happened.
 
-    Does nothing on macOS (MLX uses Accelerate/Metal there) and nothing when
+    Does nothing on macOS (MLX uses Accelerate/Metal there), nothing where MLX runs on a
+    CUDA GPU (matmuls run there, not in a CPU BLAS), and nothing when
     `MLXGPT_BLAS=reference`. Safe to call many times.
     """
     global _blas
@@ -105,6 +126,9 @@ def setup_blas() -> BlasInfo:
         return _blas
     if sys.platform == "darwin":
         _blas = BlasInfo("accelerate", None, True)
+        return _blas
+    if cuda_backend():
+        _blas = BlasInfo("not used", None, True, "MLX runs matmuls on the CUDA GPU")
         return _blas
     if os.environ.get("MLXGPT_BLAS") == "reference":
         _blas = BlasInfo("reference", None, False, "MLXGPT_BLAS=reference")

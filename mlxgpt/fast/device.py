@@ -13,7 +13,41 @@ import platform
 import sys
 from dataclasses import dataclass
 
-from mlxgpt.fast.blas import set_blas_threads
+from mlxgpt.fast.blas import cuda_backend, set_blas_threads
+
+# Set on every rank by `mlxgpt launch -n N` (all ranks on this machine), so that a rank's
+# global rank is also its rank on this machine.
+ONE_MACHINE_ENV = "MLXGPT_ONE_MACHINE"
+# Launchers' own "rank on this machine" variables: Open MPI, MPICH/Intel MPI, MLX's, Slurm's.
+LOCAL_RANK_VARIABLES = ("OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "MLX_LOCAL_RANK", "SLURM_LOCALID")
+
+
+def rank_gpu(environ: dict[str, str], gpus: int) -> str | None:
+    """The CUDA_VISIBLE_DEVICES a launched rank should take on a machine with `gpus` GPUs, or None.
+
+    mlx.launch's NCCL backend sets CUDA_VISIBLE_DEVICES per rank itself; with ring or MPI
+    it does not, and every rank would train on GPU 0. So rank r on a machine takes GPU
+    r mod gpus, unless CUDA_VISIBLE_DEVICES is already chosen."""
+    if "CUDA_VISIBLE_DEVICES" in environ or gpus < 2:
+        return None
+    local = next((environ[name] for name in LOCAL_RANK_VARIABLES if name in environ), None)
+    if local is None and environ.get(ONE_MACHINE_ENV) == "1":
+        local = environ.get("MLX_RANK")
+    if local is None or not local.isdigit():
+        return None
+    return str(int(local) % gpus)
+
+
+def pin_rank_to_gpu() -> None:
+    """One GPU per rank (see rank_gpu). Must run before MLX starts CUDA: train.py and
+    `python -m mlxgpt` call it before importing anything that imports mlx."""
+    if not cuda_backend():
+        return
+    import glob
+
+    gpu = rank_gpu(dict(os.environ), len(glob.glob("/proc/driver/nvidia/gpus/*")))
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
 
 @dataclass(frozen=True)
 class DeviceSettings:
@@ -24,6 +58,9 @@ class DeviceSettings:
     cache_limit_gb: float | None  # MLX buffer cache limit we set (None: MLX's default)
 
     def describe(self) -> str:
+        """What the UI shows; empty on a GPU, where none of these settings apply."""
+        if self.streams == 1 and self.blas_threads is None and self.cache_limit_gb is None:
+            return ""
         parts = [f"{self.streams} stream{'s' if self.streams > 1 else ''}"]
         if self.blas_threads:
             parts.append(f"{self.blas_threads} BLAS thread{'s' if self.blas_threads > 1 else ''}")
@@ -44,7 +81,7 @@ def configure_device(streams: int | None = None, processes: int = 1) -> DeviceSe
     """
     import mlx.core as mx
 
-    if mx.default_device().type == mx.gpu:
+    if on_gpu():
         return DeviceSettings(1, None, None)
     cores = max(1, (os.cpu_count() or 1) // max(1, processes))
     streams = max(1, streams if streams is not None else min(cores, 4))
@@ -75,3 +112,20 @@ def on_gpu() -> bool:
     import mlx.core as mx
 
     return mx.default_device().type == mx.gpu
+
+
+def resolve_dtype(name: str) -> tuple["mx.Dtype", str | None]:
+    """--dtype as an MLX dtype, and a warning when it will be slow here.
+
+    "auto" is bfloat16 on a GPU (Metal on M2 and later, CUDA on Ampere and later compute it
+    natively: faster matmuls, half the activation memory) and float32 on a CPU: MLX's CPU
+    backend emulates half precision, measured ~30x slower than float32 (docs/benchmarks.md)."""
+    import mlx.core as mx
+
+    if name == "auto":
+        name = "bfloat16" if on_gpu() else "float32"
+    dtype = getattr(mx, name)
+    if dtype != mx.float32 and not on_gpu():
+        return dtype, (f"--dtype {name} on MLX's CPU backend is much slower than float32 (measured ~30x for "
+                       "matmuls): it is meant for GPUs; use --dtype float32 (auto) here")
+    return dtype, None

@@ -18,6 +18,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from mlxgpt.fast.blas import cuda_backend
 from mlxgpt.files import write_atomic
 
 # MLX's CPU backend compiles fused kernels by running `g++ -std=c++17 -O3 -Wall
@@ -55,14 +56,17 @@ def setup_jit_flags() -> str:
 
     MLX caches compiled kernels in $TMPDIR/mlx/, so TMPDIR is pointed at a directory
     keyed by flags, compiler, CPU and MLX version: kernels built with different flags
-    or for another CPU are never mixed. Linux only; off with MLXGPT_JIT_FLAGS=0; a
-    no-op without g++. Returns a description for reports.
+    or for another CPU are never mixed. Linux CPU backend only (a no-op where MLX runs on
+    a CUDA GPU); off with MLXGPT_JIT_FLAGS=0; a no-op without g++. Returns a description
+    for reports.
     """
     global _jit
     if _jit is not None:
         return _jit
     _jit = "default"
     if not sys.platform.startswith("linux") or os.environ.get("MLXGPT_JIT_FLAGS") == "0":
+        return _jit
+    if cuda_backend():  # MLX-CUDA compiles GPU kernels (and keeps their cache under TMPDIR): leave both alone
         return _jit
     # The real compiler, not our own wrapper: a child process inherits the wrapper on PATH
     # and must compute the same cache key as its parent (else it recompiles everything).

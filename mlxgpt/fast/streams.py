@@ -28,7 +28,6 @@ from functools import partial
 from typing import Any, Callable
 
 import mlx.core as mx
-import mlx.nn as nn
 import mlx.optimizers as optim
 from mlx.utils import tree_flatten, tree_map
 
@@ -84,7 +83,7 @@ def padded_logits(model: GPT, x: mx.array, pad: int) -> mx.array:
 
 
 def padded_loss(model: GPT, x: mx.array, y: mx.array, pad: int = 0) -> mx.array:
-    return training.masked_cross_entropy(padded_logits(model, x, pad), y)
+    return training.masked_cross_entropy(padded_logits(model, x, pad).astype(mx.float32), y)
 
 
 def sharded_loss_and_grad(loss_and_grad: Callable, model: GPT, x: mx.array, y: mx.array,
@@ -121,17 +120,17 @@ def clip_and_update(model: GPT, optimizer: optim.Optimizer, grads: Any, grad_cli
 
 
 def make_train_step(model: GPT, optimizer: optim.Optimizer, grad_clip: float, streams: int = 1,
-                    world: World = SINGLE):
+                    world: World = SINGLE, dtype: mx.Dtype = mx.float32):
     """training.make_train_step with its batch split over `streams` CPU streams (1: the
     textbook step itself) and, on a GPU, the fused attention kernel."""
     if on_gpu():
         use_fused_attention(model)
     if streams < 2:
-        return training.make_train_step(model, optimizer, grad_clip, world)
+        return training.make_train_step(model, optimizer, grad_clip, world, dtype=dtype)
     shard_streams = cpu_streams(streams)
     deal = dealer(shard_streams)
     deal_updates(optimizer, deal)
-    loss_and_grad = nn.value_and_grad(model, padded_loss)
+    loss_and_grad = training.value_and_grad(model, padded_loss, dtype)
     return training.make_train_step(
         model, optimizer, grad_clip, world,
         loss_and_grad=partial(sharded_loss_and_grad, loss_and_grad, streams=shard_streams, deal=deal),
@@ -140,5 +139,5 @@ def make_train_step(model: GPT, optimizer: optim.Optimizer, grad_clip: float, st
 
 def step_factory(streams: int) -> training.StepFactory:
     """What runner.py puts into Run.make_step: this module's step with `streams` fixed."""
-    return lambda model, optimizer, grad_clip, world=SINGLE: make_train_step(model, optimizer, grad_clip,
-                                                                             streams, world)
+    return lambda model, optimizer, grad_clip, world=SINGLE, dtype=mx.float32: make_train_step(
+        model, optimizer, grad_clip, streams, world, dtype)

@@ -26,8 +26,9 @@ def format_event(event: Event) -> str | None:
     if isinstance(event, RunStarted):
         m = event.model_args
         resumed = f", resuming at iter {event.start_iter}" if event.start_iter else ""
-        return (f"mlxgpt: preset {event.preset} ({event.preset_note}) on {event.device} ({event.parallelism}), "
-                f"BLAS {event.blas}{resumed}\n"
+        setup = "".join([f" ({event.parallelism})" if event.parallelism else "",
+                         f", BLAS {event.blas}" if event.blas else ""])  # neither applies on a GPU
+        return (f"mlxgpt: preset {event.preset} ({event.preset_note}) on {event.device}{setup}{resumed}\n"
                 f"model: {m['n_layer']} layers, {m['n_head']} heads, {m['n_embd']} embd, block {m['block_size']}, "
                 f"{format_count(event.n_params)} parameters ({event.tokenizer} tokenizer, vocab {event.vocab_size})\n"
                 f"data: {format_count(event.train_tokens)} train / {format_count(event.val_tokens)} val tokens, "

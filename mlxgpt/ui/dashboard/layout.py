@@ -118,10 +118,10 @@ def stats_rows(state: DashboardState, ui_fraction: float | None = None,
     else:
         rows += [("model FLOPs", "—"), ("MFU", "—"), ("memory", "—")]
     if st:
-        rows.append(("device", f"{st.device} · BLAS {_short_blas(st.blas)}"))
+        rows.append(("device", f"{st.device} · BLAS {_short_blas(st.blas)}" if st.blas else st.device))
         parallelism = getattr(st, "parallelism", "")
         if parallelism:
-            rows.append(("threads", parallelism))
+            rows.append(("compute", parallelism))
         rows.append(("params", f"{format_count(st.n_params)} · {format_count(st.n_params_total)} with embeddings"))
     if state.saved:
         rows.append(("saved", " · ".join(f"{which} @{it:,}" for which, it in sorted(state.saved.items()))))
