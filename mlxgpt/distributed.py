@@ -149,7 +149,8 @@ def launch(ranks: int | None, hostfile: str | None, train_args: Sequence[str], b
     """Run train.py under mlx.launch; exit non-zero if any rank failed."""
     launcher = find_launcher()
     if launcher is None:
-        raise MlxgptError("mlx.launch was not found: it comes with MLX (`pip install -r requirements.txt`); is this environment active?")
+        raise MlxgptError("mlx.launch was not found: it comes with MLX (`pip install -r requirements.txt`); "
+                          "is this environment active?")
     if (ranks is None) == (hostfile is None):
         raise MlxgptError("pass either -n RANKS (this machine) or --hostfile FILE (several machines)")
     if ranks is not None and ranks < 1:

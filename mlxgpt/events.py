@@ -32,6 +32,7 @@ class RunStarted:
     tokens_per_iter: int  # batch * grad_accum * block * ranks
     flops_per_token: int
     world_size: int = 1  # data-parallel ranks (mlxgpt launch)
+    compiling_kernels: bool = False  # MLX's CPU kernel cache is empty: the first steps compile them
     kind: str = field(default="run_started", init=False)
 
 

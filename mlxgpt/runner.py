@@ -18,6 +18,7 @@ from mlx.utils import tree_flatten
 
 from mlxgpt.fast.blas import setup_blas
 from mlxgpt.fast.device import configure_device, device_name, on_gpu, resolve_dtype
+from mlxgpt.fast.jit import first_compile
 from mlxgpt.fast.streams import step_factory
 from mlxgpt.checkpoint import find_checkpoint, load_checkpoint_tokenizer, load_model, load_training_state, read_config
 from mlxgpt.config import FINETUNE_DEFAULTS, MODEL_FIELDS, PRESETS, TRAIN_FIELDS, ModelArgs, TrainArgs, default_preset_name
@@ -121,6 +122,7 @@ def prepare_run(options: TrainOptions) -> tuple[Run, RunStarted]:
     if world.size > 1:
         notes.append(f"{world.size} ranks")
     started.parallelism = ", ".join(notes)
+    started.compiling_kernels = first_compile()
     started.tokens_per_iter *= world.size
     started.world_size = world.size
     check_same_across_ranks(world, int(run.data.train[:100_000].sum()) + len(run.data.train), "the training data")

@@ -11,6 +11,10 @@ import math
 EIGHTHS = " ▏▎▍▌▋▊▉"  # a block 0/8 .. 7/8 of a character wide
 
 
+# shown while MLX's CPU backend compiles the kernels of a first run (fast/jit.first_compile)
+COMPILING_NOTE = "compiling kernels for this CPU (first run only: later runs start at once)"
+
+
 def format_count(n: float) -> str:
     """A large count at a glance: 804096 -> '804.10k', 175181291520 -> '175.18B'."""
     for unit, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):

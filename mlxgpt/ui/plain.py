@@ -10,7 +10,7 @@ from typing import TextIO
 
 from mlxgpt.events import (CheckpointSaved, Event, EvalDone, RunFinished, RunStarted,
                            SampleGenerated, StepLogged)
-from mlxgpt.ui.format import format_count
+from mlxgpt.ui.format import COMPILING_NOTE, format_count
 
 
 def _effective_batch(event: RunStarted) -> str:
@@ -32,7 +32,8 @@ def format_event(event: Event) -> str | None:
                 f"model: {m['n_layer']} layers, {m['n_head']} heads, {m['n_embd']} embd, block {m['block_size']}, "
                 f"{format_count(event.n_params)} parameters ({event.tokenizer} tokenizer, vocab {event.vocab_size})\n"
                 f"data: {format_count(event.train_tokens)} train / {format_count(event.val_tokens)} val tokens, "
-                f"{event.tokens_per_iter} tokens per iter{_effective_batch(event)}; run directory {event.out_dir}")
+                f"{event.tokens_per_iter} tokens per iter{_effective_batch(event)}; run directory {event.out_dir}"
+                + (f"\n{COMPILING_NOTE}" if event.compiling_kernels else ""))
     if isinstance(event, StepLogged):
         return (f"iter {event.iter:>6}/{event.max_iters}: loss {event.train_loss:.4f}, lr {event.lr:.2e}, "
                 f"grad norm {event.grad_norm:.2f}, {event.ms_per_iter:.1f} ms/iter, "

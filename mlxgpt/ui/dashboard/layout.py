@@ -25,7 +25,7 @@ from rich.text import Text
 
 from mlxgpt.ui.dashboard.chart import BPC_STYLE, TRAIN_STYLE, VAL_STYLE, ChartCache, chart_panel
 from mlxgpt.ui.dashboard.state import DashboardState
-from mlxgpt.ui.format import format_count
+from mlxgpt.ui.format import COMPILING_NOTE, format_count
 
 # ---------------------------------------------------------------- formatting
 
@@ -64,6 +64,8 @@ def header(state: DashboardState) -> Table:
     grid.add_column(ratio=1, no_wrap=True, overflow="ellipsis")
     grid.add_column(justify="right", no_wrap=True)
     where = f" training · {state.started.out_dir}" if state.started else " starting…"
+    if state.started and state.started.compiling_kernels and state.step is None:
+        where += f" · {COMPILING_NOTE}"  # the first eval and step wait for the compiler: say so
     hint = "finished" if state.finished else "Ctrl-C: stop & save"
     grid.add_row(Text.assemble(("mlxgpt", "bold magenta"), where), Text(hint, style="dim"))
     return grid
