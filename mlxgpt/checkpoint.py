@@ -55,9 +55,9 @@ TOKENIZER_SCHEMA = {"kind": str, "vocab_size": int, "files": list[str]}
 # state.json, as the training loop writes it (training.LoopState); null: no evaluation yet
 STATE_SCHEMA = {"iter": int, "best_val_loss": float | None, "best_val_bpc": float | None,
                 "last_val_loss": float | None, "evaluated_at": int, "world_size": int,
-                "evals_without_improvement": int}
+                "evals_without_improvement": int, "elapsed_s": float}
 STATE_LIMITS = {"iter": (0, None), "evaluated_at": (-1, None), "world_size": (1, None),
-                "evals_without_improvement": (0, None)}
+                "evals_without_improvement": (0, None), "elapsed_s": (0, None)}
 
 # safetensors: the dtypes mlxgpt writes (float32 everywhere; MLX stores AdamW's step counter as uint64)
 DTYPE_SIZES = {"F32": 4, "U64": 8}

@@ -104,8 +104,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--log-interval", type=int, help="steps between log lines")
     add_seed_argument(g, f"seed for weights, batches and dropout (default {TrainArgs.seed})")
     g.add_argument("--time-budget", type=float, help="stop after this many seconds of wall-clock training (evaluations "
-                   "included; then eval and save); the lr schedule still follows --max-iters, so pick "
-                   "--max-iters that fit the budget")
+                   "included; then eval and save; --resume continues the budget). The warmup and cosine decay then "
+                   "follow the clock, ending as the budget does (or at --max-iters, if that comes first): the run "
+                   "is fully decayed on any machine, but not bit-reproducible")
     g.add_argument("--sample-prompt", help="prompt of the sample shown at each eval (default newline)")
     g.add_argument("--sample-tokens", type=int, help="length of that sample (0: no samples)")
     g.add_argument("--early-stop-evals", type=int, help="stop once the val loss has not improved for this many "

@@ -69,11 +69,27 @@ def lr_schedule(args: TrainArgs) -> Callable[[mx.array], mx.array]:
     return optim.join_schedules([warmup, cosine], [args.warmup_iters])
 
 
+def schedule_step(args: TrainArgs, iteration: int, elapsed: float) -> float:
+    """Where a --time-budget run is on the schedule: the steps taken, or the share of the
+    budget spent times lr_decay_iters, whichever is further along.
+
+    So the warmup and the cosine follow the clock: the run reaches min_lr as its budget
+    ends on a slow machine as on a fast one (one that reaches max_iters first follows
+    the steps, as without a budget). The price: the schedule depends on how fast this
+    machine was, so such a run is not bit-reproducible; step-based runs are."""
+    return max(float(iteration), elapsed / args.time_budget * args.decay_iters)
+
+
 def build_optimizer(args: TrainArgs) -> optim.MultiOptimizer:
     """AdamW with weight decay on matrices (>= 2-D: matmul weights, embeddings) only,
     not on biases and LayerNorm gains (nanoGPT's configure_optimizers): decay pulls
-    weights towards zero, which regularises a matrix but would only fight a gain."""
-    adamw = partial(optim.AdamW, learning_rate=lr_schedule(args), betas=[args.beta1, args.beta2], eps=1e-8,
+    weights towards zero, which regularises a matrix but would only fight a gain.
+
+    With a --time-budget, the learning rate is set by the loop before each step
+    (schedule_step); without one, the optimizer's own step count drives the schedule."""
+    schedule = lr_schedule(args)
+    learning_rate = schedule if args.time_budget is None else schedule(mx.array(0.0))
+    adamw = partial(optim.AdamW, learning_rate=learning_rate, betas=[args.beta1, args.beta2], eps=1e-8,
                     bias_correction=True)  # PyTorch's AdamW corrects the moment estimates' bias
     return optim.MultiOptimizer([adamw(weight_decay=args.weight_decay), adamw(weight_decay=0.0)],
                                 [lambda path, weight: weight.ndim >= 2])
@@ -183,6 +199,7 @@ class LoopState:
     evaluated_at: int = -1
     world_size: int = 1  # ranks that trained it (resume needs the same number)
     evals_without_improvement: int = 0  # for --early-stop-evals
+    elapsed_s: float = 0.0  # wall-clock seconds of training so far, evaluations included (--time-budget)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "LoopState":
@@ -233,8 +250,14 @@ def train(run: Run, on_event: EventHandler) -> RunFinished:
     queued = None  # the last step handed to the device and not yet read back: (iter, loss, norm, lr)
     clock = started  # training time runs from here (evaluations are not counted)
 
+    spent_before = state.elapsed_s  # a resumed run continues the budget it had spent
+    schedule = lr_schedule(args)
+
+    def elapsed() -> float:
+        return spent_before + time.perf_counter() - started
+
     def over_budget() -> bool:
-        return args.time_budget is not None and time.perf_counter() - started >= args.time_budget
+        return args.time_budget is not None and elapsed() >= args.time_budget
 
     def read_back(iteration: int, loss: mx.array, norm: mx.array, lr: mx.array) -> str | None:
         """Wait for a queued step, check it, count its time and log it; a divergence message if it went wrong."""
@@ -275,7 +298,7 @@ def train(run: Run, on_event: EventHandler) -> RunFinished:
                 if is_best:
                     state.best_val_loss, state.best_val_bpc = losses["val"], bpc
                 state.evals_without_improvement = 0 if is_best else state.evals_without_improvement + 1
-                state.last_val_loss, state.evaluated_at = losses["val"], state.iter
+                state.last_val_loss, state.evaluated_at, state.elapsed_s = losses["val"], state.iter, elapsed()
                 on_event(EvalDone(iter=state.iter, train_loss=losses["train"], val_loss=losses["val"], val_bpc=bpc,
                                   lr=_current_lr(run.optimizer),
                                   tokens_per_s=tokens_done / train_seconds if train_seconds else 0.0,
@@ -297,6 +320,8 @@ def train(run: Run, on_event: EventHandler) -> RunFinished:
 
             x, y = sampler.batch(state.iter, args.grad_accum)
             mx.random.seed(step_seed(args.seed, state.iter))  # dropout masks depend on (seed, step) only
+            if args.time_budget is not None:  # the schedule follows the clock
+                run.optimizer.learning_rate = schedule(mx.array(schedule_step(args, state.iter, elapsed())))
             loss, norm = step(mx.array(x), mx.array(y))
             # MLX is lazy: step() only *built* the graph (forward, backward, clip, AdamW).
             # mx.async_eval hands it to the device and returns at once, the new parameters,

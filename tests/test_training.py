@@ -234,3 +234,35 @@ def test_cpu_speedrun_preset_is_complete_and_overridable(tmp_path, text_file):
     config = json.loads((out / "latest" / "config.json").read_text())
     assert config["train"]["time_budget"] == 120 and config["train"]["lr"] == 6e-3
     assert config["model"]["n_embd"] == 32  # the flag beat the preset
+
+
+def test_the_schedule_step_is_the_steps_or_the_clock_whichever_is_further():
+    from mlxgpt.training import schedule_step
+
+    args = TrainArgs(max_iters=1000, lr_decay_iters=1000, time_budget=100.0)
+    assert schedule_step(args, 10, 50.0) == 500.0  # a slow machine: half the budget, half the schedule
+    assert schedule_step(args, 700, 50.0) == 700.0  # a fast one: its steps lead, as without a budget
+    assert schedule_step(args, 0, 100.0) == 1000.0  # the budget spent: the cosine's end, min_lr
+
+
+def test_a_time_budget_run_ends_fully_decayed_and_resume_continues_its_budget(tmp_path, text_file):
+    """max_iters far out of reach: the clock alone takes the lr through warmup and the cosine to min_lr."""
+    out = tmp_path / "clock"
+    flags = [*TINY_FLAGS, "--max-iters", "1000000", "--lr", "3e-3", "--min-lr", "3e-4", "--warmup-iters", "20000",
+             "--eval-interval", "1000000", "--eval-iters", "2", "--log-interval", "1"]
+    first = run_cli("train.py", "--data", text_file, "--out", out, *flags, "--time-budget", "5")
+    assert first.returncode == 0, first.stderr
+    steps = read_events(out, "step")
+    lrs = [step["lr"] for step in steps]
+    assert lrs[0] < 1e-3  # warming up (the warmup is 2% of the schedule: the first ~0.1 s)
+    assert max(lrs) == pytest.approx(3e-3, rel=0.1)  # the peak was reached
+    assert lrs[-1] < 3e-4 + 0.1 * (3e-3 - 3e-4)  # and the end of the cosine
+    assert read_events(out, "run_finished")[-1]["reason"] == "time budget"
+    state = json.loads((out / "latest" / "state.json").read_text())
+    assert state["elapsed_s"] >= 5.0 and state["iter"] == steps[-1]["iter"]
+
+    resumed = run_cli("train.py", "--resume", "--out", out, "--time-budget", "10", "--log-interval", "1", "--no-ui")
+    assert resumed.returncode == 0, resumed.stderr
+    after = [step for step in read_events(out, "step") if step["iter"] > state["iter"]]
+    assert after and 1e-3 < after[0]["lr"] < 0.75 * 3e-3  # half-way through the budget: mid-cosine, no new warmup
+    assert json.loads((out / "latest" / "state.json").read_text())["elapsed_s"] >= 10.0
