@@ -69,15 +69,18 @@ def lr_schedule(args: TrainArgs) -> Callable[[mx.array], mx.array]:
     return optim.join_schedules([warmup, cosine], [args.warmup_iters])
 
 
-def schedule_step(args: TrainArgs, iteration: int, elapsed: float) -> float:
-    """Where a --time-budget run is on the schedule: the steps taken, or the share of the
-    budget spent times lr_decay_iters, whichever is further along.
+def clock_learning_rate(schedule: Callable[[mx.array], mx.array], args: TrainArgs, iteration: int,
+                        elapsed: float) -> mx.array:
+    """The learning rate of a --time-budget run: the lower of the schedule at the steps taken
+    and at the share of the budget spent (times lr_decay_iters), if that is further along.
 
-    So the warmup and the cosine follow the clock: the run reaches min_lr as its budget
-    ends on a slow machine as on a fast one (one that reaches max_iters first follows
-    the steps, as without a budget). The price: the schedule depends on how fast this
-    machine was, so such a run is not bit-reproducible; step-based runs are."""
-    return max(float(iteration), elapsed / args.time_budget * args.decay_iters)
+    So the cosine follows the clock: the run reaches min_lr as its budget ends on a slow
+    machine as on a fast one (one that reaches max_iters first follows its steps, as
+    without a budget), while the warmup still takes its warmup_iters steps however long
+    the first evaluation and compilation took. The price: the schedule depends on how
+    fast this machine was, so such a run is not bit-reproducible; step-based runs are."""
+    by_clock = max(float(iteration), elapsed / args.time_budget * args.decay_iters)
+    return mx.minimum(schedule(mx.array(float(iteration))), schedule(mx.array(by_clock)))
 
 
 def build_optimizer(args: TrainArgs) -> optim.MultiOptimizer:
@@ -86,7 +89,7 @@ def build_optimizer(args: TrainArgs) -> optim.MultiOptimizer:
     weights towards zero, which regularises a matrix but would only fight a gain.
 
     With a --time-budget, the learning rate is set by the loop before each step
-    (schedule_step); without one, the optimizer's own step count drives the schedule."""
+    (clock_learning_rate); without one, the optimizer's own step count drives the schedule."""
     schedule = lr_schedule(args)
     learning_rate = schedule if args.time_budget is None else schedule(mx.array(0.0))
     adamw = partial(optim.AdamW, learning_rate=learning_rate, betas=[args.beta1, args.beta2], eps=1e-8,
@@ -321,7 +324,7 @@ def train(run: Run, on_event: EventHandler) -> RunFinished:
             x, y = sampler.batch(state.iter, args.grad_accum)
             mx.random.seed(step_seed(args.seed, state.iter))  # dropout masks depend on (seed, step) only
             if args.time_budget is not None:  # the schedule follows the clock
-                run.optimizer.learning_rate = schedule(mx.array(schedule_step(args, state.iter, elapsed())))
+                run.optimizer.learning_rate = clock_learning_rate(schedule, args, state.iter, elapsed())
             loss, norm = step(mx.array(x), mx.array(y))
             # MLX is lazy: step() only *built* the graph (forward, backward, clip, AdamW).
             # mx.async_eval hands it to the device and returns at once, the new parameters,

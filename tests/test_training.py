@@ -236,25 +236,29 @@ def test_cpu_speedrun_preset_is_complete_and_overridable(tmp_path, text_file):
     assert config["model"]["n_embd"] == 32  # the flag beat the preset
 
 
-def test_the_schedule_step_is_the_steps_or_the_clock_whichever_is_further():
-    from mlxgpt.training import schedule_step
+def test_the_clock_brings_the_cosine_forward_but_never_cuts_the_warmup():
+    from mlxgpt.training import clock_learning_rate
 
-    args = TrainArgs(max_iters=1000, lr_decay_iters=1000, time_budget=100.0)
-    assert schedule_step(args, 10, 50.0) == 500.0  # a slow machine: half the budget, half the schedule
-    assert schedule_step(args, 700, 50.0) == 700.0  # a fast one: its steps lead, as without a budget
-    assert schedule_step(args, 0, 100.0) == 1000.0  # the budget spent: the cosine's end, min_lr
+    args = TrainArgs(lr=1e-3, min_lr=1e-4, warmup_iters=100, max_iters=1000, time_budget=100.0)
+    schedule = lr_schedule(args)
+    at = lambda iteration, elapsed: clock_learning_rate(schedule, args, iteration, elapsed).item()
+    assert at(10, 0.0) == pytest.approx(schedule(mx.array(10)).item())  # warming up by steps
+    assert at(10, 60.0) == pytest.approx(schedule(mx.array(10)).item())  # a slow first step cuts no warmup
+    assert at(200, 60.0) == pytest.approx(schedule(mx.array(600)).item())  # a slow machine: the clock leads
+    assert at(700, 60.0) == pytest.approx(schedule(mx.array(700)).item())  # a fast one: its steps lead
+    assert at(300, 100.0) == pytest.approx(1e-4)  # the budget spent: min_lr
 
 
 def test_a_time_budget_run_ends_fully_decayed_and_resume_continues_its_budget(tmp_path, text_file):
     """max_iters far out of reach: the clock alone takes the lr through warmup and the cosine to min_lr."""
     out = tmp_path / "clock"
-    flags = [*TINY_FLAGS, "--max-iters", "1000000", "--lr", "3e-3", "--min-lr", "3e-4", "--warmup-iters", "20000",
+    flags = [*TINY_FLAGS, "--max-iters", "1000000", "--lr", "3e-3", "--min-lr", "3e-4", "--warmup-iters", "10",
              "--eval-interval", "1000000", "--eval-iters", "2", "--log-interval", "1"]
     first = run_cli("train.py", "--data", text_file, "--out", out, *flags, "--time-budget", "5")
     assert first.returncode == 0, first.stderr
     steps = read_events(out, "step")
     lrs = [step["lr"] for step in steps]
-    assert lrs[0] < 1e-3  # warming up (the warmup is 2% of the schedule: the first ~0.1 s)
+    assert lrs[0] < 1e-3  # warming up, by steps
     assert max(lrs) == pytest.approx(3e-3, rel=0.1)  # the peak was reached
     assert lrs[-1] < 3e-4 + 0.1 * (3e-3 - 3e-4)  # and the end of the cosine
     assert read_events(out, "run_finished")[-1]["reason"] == "time budget"
