@@ -17,7 +17,8 @@ import mlx.core as mx
 from mlx.utils import tree_flatten
 
 from mlxgpt.fast.blas import setup_blas
-from mlxgpt.fast.device import configure_device, device_name, on_gpu, resolve_dtype
+from mlxgpt.fast.device import (configure_device, device_name, fit_batch_to_memory, gpu_memory_gb, on_gpu,
+                                resolve_dtype)
 from mlxgpt.fast.jit import first_compile
 from mlxgpt.fast.streams import step_factory
 from mlxgpt.checkpoint import find_checkpoint, load_checkpoint_tokenizer, load_model, load_training_state, read_config
@@ -139,6 +140,8 @@ def _prepare_new(options: TrainOptions) -> tuple[Run, RunStarted]:
         return _prepare_finetune(options, data_path, text, out)
     preset, note = _pick_preset(options.preset)
     model_values, train_values = PRESETS[preset].with_overrides(options.overrides)
+    smaller = fit_batch_to_memory(train_values, set(options.overrides), gpu_memory_gb())
+    note += f"; {smaller}" if smaller else ""
     train_args = TrainArgs.from_dict(train_values)
     train_args.validate()
     ModelArgs.from_dict(model_values)  # validate the shape before the (slower) tokenizer training

@@ -145,11 +145,17 @@ StepFactory = Callable[..., tuple[Callable[[mx.array, mx.array], tuple[mx.array,
 def make_train_step(model: GPT, optimizer: optim.Optimizer, grad_clip: float, world: World = SINGLE, *,
                     dtype: mx.Dtype = mx.float32, loss_and_grad: Callable | None = None,
                     update: Callable | None = None):
-    """One optimizer step over `accum` micro-batches, compiled into a single graph.
+    """One optimizer step, compiled: `step(x, y)` with x, y of shape (accum, B, T).
 
     The model's parameters, the optimizer's moments and MLX's RNG (dropout) are
-    declared as state so the compiled function may read and replace them; the caller
+    declared as state so the compiled functions may read and replace them; the caller
     then runs it all with one mx.eval per step (mlx-examples' transformer_lm).
+
+    Gradient accumulation (accum > 1) averages the gradients of `accum` micro-batches,
+    each evaluated on its own before the next starts: that is accumulation's point, a
+    big batch in small memory. (In one graph, MLX would keep every micro-batch's
+    activations until the end: measured 7.0 GiB for shakespeare-char as 16 x 4, against
+    2.05 GiB for one micro-batch of 16.) With one micro-batch the whole step is one graph.
 
     In a distributed run every rank computes gradients on its own batch and they
     are averaged across ranks inside the compiled step, before clipping, so all
@@ -162,22 +168,30 @@ def make_train_step(model: GPT, optimizer: optim.Optimizer, grad_clip: float, wo
     loss_and_grad = loss_and_grad or value_and_grad(model, loss_fn, dtype)
     update = update or partial(clip_and_update, model, optimizer, grad_clip)
 
-    @partial(mx.compile, inputs=state, outputs=state)
-    def step(x: mx.array, y: mx.array) -> tuple[mx.array, mx.array]:
-        # x, y: (accum, B, T). Gradient accumulation: average the micro-batch gradients.
-        accum = x.shape[0]
-        loss, grads = loss_and_grad(model, x[0], y[0])
-        for i in range(1, accum):
-            micro_loss, micro_grads = loss_and_grad(model, x[i], y[i])
-            loss = loss + micro_loss
-            grads = tree_map(mx.add, grads, micro_grads)
-        if accum > 1:
-            loss = loss / accum
-            grads = tree_map(lambda g: g / accum, grads)
+    def apply(loss: mx.array, grads: Any) -> tuple[mx.array, mx.array]:
         if world.size > 1:
             grads = nn.average_gradients(grads, group=world.group)
             loss = mx.distributed.all_sum(loss, group=world.group) / world.size
         return loss, update(grads)
+
+    @partial(mx.compile, inputs=state, outputs=state)
+    def whole_step(x: mx.array, y: mx.array) -> tuple[mx.array, mx.array]:
+        return apply(*loss_and_grad(model, x, y))
+
+    micro_step = mx.compile(partial(loss_and_grad, model), inputs=state, outputs=state)
+    apply_mean = mx.compile(lambda total, grads, accum: apply(total / accum, tree_map(lambda g: g / accum, grads)),
+                            inputs=state, outputs=state)
+
+    def step(x: mx.array, y: mx.array) -> tuple[mx.array, mx.array]:
+        accum = x.shape[0]
+        if accum == 1:
+            return whole_step(x[0], y[0])
+        total, grads = micro_step(x[0], y[0])
+        for i in range(1, accum):
+            mx.eval(total, grads)  # this micro-batch's activations are freed before the next one's
+            micro_loss, micro_grads = micro_step(x[i], y[i])
+            total, grads = total + micro_loss, tree_map(mx.add, grads, micro_grads)
+        return apply_mean(total, grads, mx.array(accum, mx.float32))
 
     return step, state
 

@@ -229,3 +229,38 @@ def test_train_and_generate_take_dtype_and_warn_on_a_cpu(tmp_path, text_file, tr
     assert generated.returncode == 0, generated.stderr
     assert generated.stdout.startswith("The") and len(generated.stdout) > 30
     assert "much slower" in generated.stderr
+
+
+def test_a_small_gpu_splits_a_big_presets_batch():
+    from mlxgpt.config import PRESETS
+
+    _, values = PRESETS["shakespeare-char"].with_overrides({})
+    note = device.fit_batch_to_memory(values, set(), memory_gb=8.0)  # an 8 GB Mac
+    assert (values["batch_size"], values["grad_accum"]) == (32, 2) and "32 x 2" in note and "8 GB" in note
+    _, values = PRESETS["shakespeare-char"].with_overrides({"batch_size": 64})
+    assert device.fit_batch_to_memory(values, {"batch_size"}, 8.0) is None and values["batch_size"] == 64
+    _, values = PRESETS["shakespeare-char"].with_overrides({})
+    assert device.fit_batch_to_memory(values, set(), 96.0) is None and values["batch_size"] == 64
+    assert device.fit_batch_to_memory(values, set(), None) is None  # a CPU
+    _, values = PRESETS["baby"].with_overrides({})
+    assert device.fit_batch_to_memory(values, set(), 8.0) is None  # small batches need no splitting
+    assert device.gpu_memory_gb() is None  # this machine: a CPU
+
+
+def test_accumulated_micro_batches_give_the_big_batchs_gradient():
+    """Two micro-batches of 4, each evaluated on its own, update the weights as one batch of 8 does."""
+    from mlx.utils import tree_flatten
+
+    x, y = tokens((8, 16), seed=7), tokens((8, 16), seed=8)
+    weights = []
+    for shape in ((1, 8, 16), (2, 4, 16)):
+        model = tiny_model()
+        optimizer = training.build_optimizer(TrainArgs())
+        step, state = training.make_train_step(model, optimizer, 1.0)
+        loss, _ = step(x.reshape(shape), y.reshape(shape))
+        mx.eval(state, loss)
+        weights.append((loss.item(), dict(tree_flatten(model.parameters()))))
+    (one_loss, one), (two_loss, two) = weights
+    assert two_loss == pytest.approx(one_loss, rel=1e-5)
+    for name in one:
+        np.testing.assert_allclose(np.array(two[name]), np.array(one[name]), rtol=1e-4, atol=1e-6, err_msg=name)
