@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
+import time
 from pathlib import Path
 
 
@@ -24,3 +26,24 @@ def run_command(command: list[str], what: str, env: dict[str, str] | None = None
     run = subprocess.run(command, capture_output=True, text=True, env=env)
     if run.returncode != 0:
         raise RuntimeError(f"{what}: {run.stderr.strip()}")
+
+
+def run_timed(command: list[str], what: str, env: dict[str, str] | None = None,
+              cwd: Path | str | None = None) -> tuple[list[tuple[float, str]], float]:
+    """Run a command as run_command does, noting when each line of its output appeared.
+
+    Returns ([(seconds since the process started, line), ...], seconds until it exited), its
+    stdout and stderr together in the order they came. A Python child runs unbuffered
+    (PYTHONUNBUFFERED=1), else its lines would arrive in blocks when the pipe's buffer fills.
+    A failure raises RuntimeError with the last line it printed (mlxgpt's one-line error)."""
+    print("$ " + shlex.join(["python", *command[1:]]), flush=True)
+    env = {**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1"}
+    started = time.perf_counter()
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, encoding="utf-8",
+                          errors="replace", env=env, cwd=cwd) as process:
+        lines = [(time.perf_counter() - started, line.rstrip("\n")) for line in process.stdout]
+    seconds = time.perf_counter() - started
+    if process.returncode != 0:
+        last = next((line for _, line in reversed(lines) if line.strip()), f"exit status {process.returncode}")
+        raise RuntimeError(f"{what}: {last.strip()}")
+    return lines, seconds

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY_BATCH, TINY_MODEL, assert_clean_failure, grammar_text, run_cli
+from experiments import first_minutes
 from experiments.nanogpt_train import setting_flags
 from experiments.seeds import summarize
 
@@ -109,3 +110,64 @@ def test_bad_data_is_one_line(tmp_path):
 def test_the_experiments_are_not_part_of_the_installed_package():
     """They may import torch: the package holds the product only."""
     assert importlib.util.find_spec("mlxgpt.experiments") is None
+
+
+def test_first_minutes_finds_the_moments_a_user_sees_in_the_plain_log():
+    """The times of the compiling note, the iter-0 eval and step 1, read from lines as train.py prints them."""
+    from mlxgpt.events import EvalDone, StepLogged
+    from mlxgpt.ui.format import COMPILING_NOTE
+    from mlxgpt.ui.plain import format_event
+
+    def step(i):
+        return format_event(StepLogged(iter=i, max_iters=300, train_loss=3.0, lr=1e-3, grad_norm=1.0, ms_per_iter=50.0,
+                                       tokens_per_s=1e4, elapsed_s=1.0, active_memory_mb=1.0, peak_memory_mb=1.0))
+
+    def evaluation(i):
+        return format_event(EvalDone(iter=i, train_loss=3.0, val_loss=3.1, val_bpc=4.4, lr=1e-3, tokens_per_s=0.0,
+                                     best_val_loss=3.1, is_best=True))
+
+    lines = [(0.5, "mlxgpt: preset cpu-speedrun (default on CPU; choose with --preset) on CPU"),
+             (0.6, COMPILING_NOTE), (4.0, evaluation(0)), (9.0, step(1)), (9.5, step(10)), (10.0, evaluation(10))]
+    assert first_minutes.startup_times(lines) == dict(compiling_note_s=0.6, eval0_s=4.0, iter1_s=9.0)
+    # a warm cache prints no note; step 11 and eval 10 are not step 1 and eval 0
+    warm = [(0.4, evaluation(10)), (1.0, step(11)), (1.1, evaluation(0)), (1.2, step(1))]
+    assert first_minutes.startup_times(warm) == dict(compiling_note_s=None, eval0_s=1.1, iter1_s=1.2)
+
+
+def test_first_minutes_table_and_commands():
+    assert first_minutes.shown(["/usr/bin/python3", "train.py", "--data", "shakespeare", "--no-ui",
+                                "--out", "/tmp/x"]) == "python train.py --data shakespeare --no-ui"
+    machine = dict(cpu="Some CPU", cores=2, system="Linux x86_64", python="3.11", mlx="0.0", date="2026-12-01T10:00:00")
+    step = dict(command="python train.py --data shakespeare --max-iters 2 --no-ui", exit_s=14.3)
+    run = dict(command="python train.py --data shakespeare --no-ui", preset="cpu-speedrun", iters=1500,
+               reason="time budget", train_seconds=119.6, wall_seconds=126.2, val_estimate=1.7412, val_whole=1.7333)
+    results = dict(machine=machine, quick=False, load=2, blas="openblas",
+                   first_step=dict(cold=dict(step, compiling_note_s=1.7, eval0_s=4.6, iter1_s=12.5),
+                                   warm=dict(step, compiling_note_s=None, eval0_s=1.3, iter1_s=1.8)),
+                   default=run, speedrun=dict(run, iters=1200), nanogpt=dict(
+                       command="python -m experiments.nanogpt_train --data shakespeare --preset baby",
+                       preset="baby", iter=2000, train_seconds=118.0, wall_seconds=125.0, val_estimate=1.8857,
+                       val_whole=1.8801))
+    table = first_minutes.markdown(results)
+    assert table.startswith("2026-12-01: Some CPU, 2 cores") and "BLAS openblas" in table and "--quick" not in table
+    assert "| first run ever (empty kernel cache) | 1.7 s | 4.6 s | **12.5 s** | 14.3 s |" in table
+    assert "| second run (warm kernel cache) | — | 1.3 s | **1.8 s** |" in table
+    assert "| 1500 (time budget) | 120 s | 126 s | 1.7412 | **1.7333** |" in table
+    assert "| CPU speed-run, 2 busy processes |" in table and "| 1200 (time budget) |" in table
+    assert "| nanoGPT's procedure | `python -m experiments.nanogpt_train" in table and "| 2000 |" in table
+    del results["nanogpt"]
+    quick = first_minutes.markdown({**results, "quick": True})
+    assert "nanoGPT" not in quick and "**--quick**" in quick
+
+
+def test_first_minutes_busy_processes_are_always_stopped():
+    with pytest.raises(KeyboardInterrupt):
+        with first_minutes.busy_processes(2) as processes:
+            assert len(processes) == 2 and all(p.poll() is None for p in processes)
+            raise KeyboardInterrupt
+    assert all(p.returncode is not None for p in processes)
+
+
+def test_first_minutes_help():
+    result = run_cli("-m", "experiments.first_minutes", "--help")
+    assert result.returncode == 0 and "--quick" in result.stdout and "--load" in result.stdout
