@@ -337,7 +337,8 @@ def test_a_real_old_python_gets_the_one_line():
         pytest.skip("no Python older than 3.10 on this machine")
     clean_env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     for version, exe in pythons.items():
-        result = subprocess.run([exe, "-c", "import mlxgpt"], cwd=REPO_ROOT, capture_output=True, text=True,
+        # -B: no bytecode (Python 2 would write mlxgpt/__init__.pyc into the checkout)
+        result = subprocess.run([exe, "-B", "-c", "import mlxgpt"], cwd=REPO_ROOT, capture_output=True, text=True,
                                 timeout=60, env=clean_env)
         last = result.stderr.strip().splitlines()[-1]
         assert last == f"ImportError: mlxgpt needs Python 3.10 or newer (this is {version})", (exe, result.stderr)
