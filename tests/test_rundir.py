@@ -180,7 +180,7 @@ def test_resume_refuses_other_text_with_the_same_characters(run_copy, text_file,
 
 @pytest.mark.parametrize("flags, fragments", [
     (["--tokenizer", "sentencepiece"], ["cannot change the tokenizer", "char"]),
-    (["--preset", "cpu-speedrun"], ["cannot change the preset"]),
+    (["--preset", "baby"], ["cannot change the preset"]),
     (["--overwrite"], ["--resume", "--overwrite"]),
     (["--n-embd", "48"], ["cannot change the model's shape", "n_embd"]),
 ])
