@@ -17,6 +17,10 @@ from pathlib import Path
 
 import pytest
 
+# MLX multiplies float32 with TF32 by default on CUDA and M5-class GPUs and reads this switch once, at its
+# first float32 matmul: true float32 for the whole suite (the parity tests compare with float32 PyTorch).
+os.environ.setdefault("MLX_ENABLE_TF32", "0")
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # import the checkout's mlxgpt even when it is not installed
     sys.path.insert(0, str(REPO_ROOT))

@@ -28,6 +28,8 @@ from mlxgpt.model import GPT  # noqa: E402
 from mlxgpt.fast.streams import make_train_step as fast_train_step  # noqa: E402
 from mlxgpt.training import build_optimizer, lr_schedule  # noqa: E402
 
+torch_ref.set_tf32(False)  # true float32 on a CUDA torch too (MLX's side: MLX_ENABLE_TF32=0, tests/conftest.py)
+
 TINY = dict(vocab_size=65, block_size=16, n_layer=2, n_head=2, n_embd=32, dropout=0.0)  # conftest's TINY_MODEL
 BATCH = 8  # conftest's TINY_BATCH: the same shapes, so MLX's compiled kernels are shared
 
@@ -192,6 +194,25 @@ def test_twenty_step_loss_curve_agrees(streams):
                                 atol=1e-7))
 
 
+def test_bfloat16_steps_keep_float32_weights_in_both_frameworks():
+    """--dtype bfloat16 (speed rows only): MLX computes in bfloat16 with float32 weights and AdamW state,
+    PyTorch under torch.autocast; the losses agree to bfloat16's rounding, a sanity check only."""
+    args = train_args()
+    mlx_model, torch_model = tiny_pair()
+    x, y = batches(3)
+    optimizer = build_optimizer(args)
+    step, state = fast_train_step(mlx_model, optimizer, args.grad_clip, 1, dtype=mx.bfloat16)
+    trainer = torch_ref.Trainer(torch_model, args, dtype=torch.bfloat16)
+    for i in range(3):
+        loss_m, norm_m = step(mx.array(x[i][None]), mx.array(y[i][None]))
+        mx.eval(state, loss_m, norm_m)
+        loss_t, _ = trainer.step(torch.from_numpy(x[i][None]).long(), torch.from_numpy(y[i][None]).long())
+        assert loss_m.dtype == mx.float32 and loss_t.dtype == torch.float32
+        assert abs(loss_m.item() - loss_t.item()) < 0.05
+    assert all(w.dtype == np.float32 for w in mlx_params(mlx_model).values())
+    assert all(p.dtype == torch.float32 for p in torch_model.parameters())
+
+
 def test_parity_check_catches_one_perturbed_weight():
     mlx_model, torch_model = tiny_pair()
     x, y = batches(1)
@@ -254,7 +275,8 @@ def test_generation_agrees_greedy():
 
 # the shapes of TINY and BATCH, so MLX's compiled CPU kernels are those the tests above already built
 BENCH_TINY = ["--n-layer", "2", "--n-head", "2", "--n-embd", "32", "--block-size", "16", "--batch-size", "8",
-              "--iters", "2", "--warmup", "1", "--gen-tokens", "20", "--no-cold-start", "--quick"]
+              "--iters", "2", "--warmup", "1", "--min-seconds", "0", "--gen-tokens", "20", "--no-cold-start",
+              "--quick"]
 
 
 def test_bench_runs_and_writes_json(tmp_path):
@@ -265,9 +287,15 @@ def test_bench_runs_and_writes_json(tmp_path):
     assert "Traceback" not in proc.stderr
     assert "MLX vs PyTorch" in proc.stdout
     report = json.loads(out.read_text())
-    assert report["parity"]["ok"]
-    assert [r["mode"] for r in report["training"]] == ["mlx", "mlx-uncompiled", "torch"]
-    assert all(r["ok"] and r["tokens_per_s"] > 0 and r["mfu"] > 0 for r in report["training"])
+    assert report["parity"]["ok"] and report["config"]["dtype"] == "float32"
+    rows = {r["mode"]: r for r in report["training"]}
+    # then the TF32 rows: measured on a CUDA GPU, skipped with the reason anywhere else
+    assert list(rows) == ["mlx", "mlx-uncompiled", "torch", "mlx-tf32", "torch-tf32"]
+    assert all(rows[m]["ok"] or rows[m]["skipped"] for m in ("mlx-tf32", "torch-tf32"))
+    measured = [r for r in report["training"] if r["ok"]]
+    assert all(r["tokens_per_s"] > 0 and r["mfu"] > 0 and r["timed_steps"] >= 2 for r in measured)
+    assert all(rows[m]["device"] == report["config"]["mlx_device"] for m in ("mlx", "mlx-uncompiled"))
+    assert rows["torch"]["device"] == report["environment"]["torch"]["device"]
     assert {(g["framework"], g["kv_cache"]) for g in report["generation"]} == {
         ("mlx", True), ("mlx", False), ("torch", True), ("torch", False)}
     assert "agree" in report["loss_curve"]
@@ -283,7 +311,7 @@ def test_bench_without_torch_runs_mlx_only(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "PyTorch is not installed" in proc.stdout and "pip install" in proc.stdout
     report = json.loads(out.read_text())
-    assert [r["mode"] for r in report["training"]] == ["mlx", "mlx-plain", "mlx-uncompiled"]
+    assert [r["mode"] for r in report["training"]] == ["mlx", "mlx-plain", "mlx-uncompiled", "mlx-tf32"]
     assert report["parity"] is None and "torch" not in report["environment"]
     losses = {r["mode"]: r["losses"] for r in report["training"]}  # the same batches: the fast path = the textbook
     np.testing.assert_allclose(losses["mlx"], losses["mlx-plain"], rtol=1e-5)
@@ -296,8 +324,9 @@ def test_bench_cold_start_child_reports_a_first_step():
 
     cfg = SimpleNamespace(model=ModelArgs(**TINY), train=train_args(), seed=0, threads=1, cpu_streams=None)
     for mode in ("torch", "mlx-uncompiled", "mlx-plain"):
-        row = cold_start(cfg, mode, "cpu", empty_cache=False)
+        row = cold_start(cfg, mode, None, empty_cache=False)  # PyTorch on the device matching MLX's
         assert "error" not in row, row
+        assert row["device"] in ("cpu", "cuda", "metal", "mps"), row  # each row names its device
         assert 0 < row["first_step_s"] < row["cold_start_s"]
         assert row["rss_peak_mb"] >= row["rss_base_mb"] > 0
 
@@ -312,4 +341,5 @@ def test_bench_children_do_not_inherit_the_jit_compiler_wrapper():
     for torch_side in (False, True):
         env = child_env(torch_side)
         assert not any(p.startswith(root) for p in env["PATH"].split(":"))
+        assert env["MLX_ENABLE_TF32"] == "0"  # true float32 in every child but the TF32 row's
         assert (env.get("MLXGPT_BLAS") == "reference") == torch_side  # PyTorch's process loads no OpenBLAS

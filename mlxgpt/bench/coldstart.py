@@ -10,7 +10,8 @@ torch.compile's tracing and code generation, and the step itself.
 Only the standard library and numpy are imported at module level, so a PyTorch child
 never loads MLX and an MLX child never loads torch (the parent also sets
 MLXGPT_BLAS=reference for PyTorch children, so not even OpenBLAS is loaded).
-The last line on stdout is one JSON object.
+The last line on stdout is one JSON object; it names the device the step ran on
+(PyTorch's: the one matching MLX's, common.matching_torch_device) and the dtype.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ def run_mlx(spec: dict) -> dict:
     import mlx.core as mx
     import numpy as np
 
+    from mlxgpt.bench.settings import mlx_device
     from mlxgpt.fast.device import configure_device
     from mlxgpt.config import ModelArgs, TrainArgs
     from mlxgpt.model import GPT
@@ -42,10 +44,11 @@ def run_mlx(spec: dict) -> dict:
     mx.random.seed(spec["seed"])
     model = GPT(args)
     optimizer = training.build_optimizer(train)
+    dtype = getattr(mx, spec.get("dtype", "float32"))
     if plain:
-        step, state = training.make_train_step(model, optimizer, train.grad_clip)
+        step, state = training.make_train_step(model, optimizer, train.grad_clip, dtype=dtype)
     else:
-        step, state = make_train_step(model, optimizer, train.grad_clip, settings.streams)
+        step, state = make_train_step(model, optimizer, train.grad_clip, settings.streams, dtype=dtype)
     rng = np.random.default_rng(spec["seed"])
     shape = (1, train.batch_size, args.block_size)
     x = mx.array(rng.integers(0, args.vocab_size, shape), dtype=mx.int32)
@@ -57,24 +60,28 @@ def run_mlx(spec: dict) -> dict:
     mx.eval(state, loss, norm)
     ended = time.time()
     return {"t_imported": imported, "t_end": ended, "first_step_s": ended - started, "loss": loss.item(),
-            "rss_base_mb": rss_base, "rss_peak_mb": peak_rss_mb(), "device_peak_mb": mx.get_peak_memory() / 2**20}
+            "rss_base_mb": rss_base, "rss_peak_mb": peak_rss_mb(), "device_peak_mb": mx.get_peak_memory() / 2**20,
+            "device": mlx_device(), "device_note": None, "dtype": spec.get("dtype", "float32")}
 
 
 def run_torch(spec: dict) -> dict:
     import torch
 
-    from mlxgpt.bench.torch_ref import GPT, Trainer, synchronize
+    from mlxgpt.bench.torch_ref import GPT, Trainer, matching_device, set_tf32, synchronize
     from mlxgpt.config import ModelArgs, TrainArgs
 
     imported = time.time()
     torch.set_num_threads(spec["threads"])
-    device = spec["torch_device"]
+    set_tf32(False)  # true float32, as MLX's side (MLX_ENABLE_TF32=0)
+    # the device matching MLX's (CUDA for MLX on CUDA, MPS for Metal), unless one was asked for
+    device, note = matching_device(spec.get("mlx_device"), spec.get("torch_device"))
+    identity = {"device": device, "device_note": note, "dtype": spec.get("dtype", "float32")}
     args, train = ModelArgs.from_dict(spec["model"]), TrainArgs.from_dict(spec["train"])
     torch.manual_seed(spec["seed"])
     model = GPT(args).to(device)
     model.train()
     forward = torch.compile(model) if spec["mode"] == "torch-compile" else model
-    trainer = Trainer(model, train, torch.device(device).type, forward)
+    trainer = Trainer(model, train, torch.device(device).type, forward, dtype=getattr(torch, identity["dtype"]))
     generator = torch.Generator().manual_seed(spec["seed"])
     shape = (1, train.batch_size, args.block_size)
     x = torch.randint(0, args.vocab_size, shape, generator=generator).to(device)
@@ -86,7 +93,7 @@ def run_torch(spec: dict) -> dict:
     ended = time.time()
     device_peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None
     return {"t_imported": imported, "t_end": ended, "first_step_s": ended - started, "loss": loss.item(),
-            "rss_base_mb": rss_base, "rss_peak_mb": peak_rss_mb(), "device_peak_mb": device_peak}
+            "rss_base_mb": rss_base, "rss_peak_mb": peak_rss_mb(), "device_peak_mb": device_peak, **identity}
 
 
 def main(argv: list[str]) -> int:

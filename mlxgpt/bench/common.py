@@ -10,14 +10,25 @@ import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
 TRAIN_MODES = ("mlx", "mlx-plain", "mlx-uncompiled", "torch", "torch-compile")
+# Extra rows on a CUDA GPU in float32: the same step with TF32 matmuls (10-bit mantissa inputs), which MLX
+# uses for float32 by default on CUDA (and on M5-class Metal GPUs). The rows above are true float32.
+TF32_MODES = {"mlx": "mlx-tf32", "torch": "torch-tf32"}
 LABELS = {"mlx": "MLX compiled", "mlx-plain": "MLX --plain (no mlxgpt/fast)", "mlx-uncompiled": "MLX uncompiled",
           "torch": "PyTorch eager",
-          "torch-compile": "PyTorch torch.compile"}
+          "torch-compile": "PyTorch torch.compile",
+          "mlx-tf32": "MLX compiled, TF32 matmuls", "torch-tf32": "PyTorch eager, TF32 matmuls"}
+DTYPES = ("float32", "bfloat16")  # --dtype: the precision of the forward and backward passes
+MAX_TIMED_STEPS = 10_000  # a safety cap on the duration-based timing (a GPU step can take ~1 ms)
+
+# MLX's TF32 switch. MLX reads it once, at its first float32 matmul, so it must be in the environment
+# before that: the benchmark sets it to "0" for its own process and every child, except the one that
+# measures the TF32 rows ("1").
+TF32_ENV = "MLX_ENABLE_TF32"
 
 
 def machine_cores() -> int:
@@ -40,10 +51,14 @@ def draw_batches(vocab_size: int, batch_size: int, block_size: int, seed: int,
 @dataclass
 class TrainResult:
     mode: str
-    device: str  # "cpu" | "gpu" (MLX); "cpu" | "cuda" | "mps" (torch)
+    device: str  # "cpu" | "cuda" | "metal" (MLX); "cpu" | "cuda" | "mps" (torch)
     parallelism: str = ""  # MLX: streams, BLAS threads, cache; torch: threads
     ok: bool = True
     error: str | None = None
+    skipped: str | None = None  # why this row was not measured here (ok is then False, error None)
+    dtype: str = "float32"  # of the forward and backward passes; weights and optimizer state stay float32
+    device_note: str | None = None  # e.g. PyTorch had no CUDA while MLX ran on a CUDA GPU
+    warmup_steps: int = 0
     step_s: list[float] = field(default_factory=list)  # the timed steps (after warm-up)
     first_step_s: float | None = None  # first step in this process: compile/JIT included
     losses: list[float] = field(default_factory=list)  # every step's loss, warm-up included
@@ -56,6 +71,10 @@ class TrainResult:
         return statistics.median(self.step_s)
 
     @property
+    def mean_s(self) -> float:
+        return statistics.fmean(self.step_s)
+
+    @property
     def tokens_per_s(self) -> float:
         return self.tokens_per_iter / self.median_s
 
@@ -64,7 +83,8 @@ class TrainResult:
         out["label"] = LABELS[self.mode]
         if self.ok and self.step_s:
             ms = [1000 * s for s in self.step_s]
-            out.update(median_ms=statistics.median(ms), min_ms=min(ms), max_ms=max(ms),
+            out.update(timed_steps=len(ms), timed_s=sum(self.step_s), median_ms=statistics.median(ms),
+                       mean_ms=statistics.fmean(ms), min_ms=min(ms), max_ms=max(ms),
                        p10_ms=float(np.percentile(ms, 10)), p90_ms=float(np.percentile(ms, 90)),
                        stdev_ms=statistics.stdev(ms) if len(ms) > 1 else 0.0, tokens_per_s=self.tokens_per_s)
         return out
@@ -91,17 +111,72 @@ class GenResult:
                 "tokens_per_s": self.tokens_per_s}
 
 
-def time_steps(one_step: Callable[[int], float], warmup: int, iters: int, result: TrainResult) -> None:
-    """Run warmup + iters steps; `one_step(i)` returns the loss once the step's work is done."""
-    for i in range(warmup + iters):
-        start = time.perf_counter()
-        loss = one_step(i)
-        seconds = time.perf_counter() - start
-        if i == 0:
-            result.first_step_s = seconds
+def keep_timing(count: int, seconds: float, min_iters: int, min_seconds: float,
+                max_iters: int = MAX_TIMED_STEPS) -> bool:
+    """Whether to time another step, after `count` timed steps that took `seconds` in all: until
+    both at least `min_iters` steps and at least `min_seconds` have passed (at most max_iters)."""
+    if count >= max(max_iters, min_iters):
+        return False
+    return count < min_iters or seconds < min_seconds
+
+
+def time_loop(one_step: Callable[[int], Any], warmup: int, min_iters: int, min_seconds: float, *,
+              clock: Callable[[], float] = time.perf_counter,
+              max_iters: int = MAX_TIMED_STEPS) -> list[tuple[float, Any]]:
+    """`warmup` untimed steps, then timed steps while keep_timing says so. `one_step(i)` (i counts
+    from 0, warm-up included) returns once the step's work is done. -> (seconds, its result) of
+    every step, warm-up first. Both frameworks, and --profile, time their steps with this."""
+    out: list[tuple[float, Any]] = []
+    timed, timed_s = 0, 0.0
+    i = 0
+    while i < warmup or keep_timing(timed, timed_s, min_iters, min_seconds, max_iters):
+        start = clock()
+        value = one_step(i)
+        seconds = clock() - start
+        out.append((seconds, value))
         if i >= warmup:
-            result.step_s.append(seconds)
-        result.losses.append(loss)
+            timed, timed_s = timed + 1, timed_s + seconds
+        i += 1
+    return out
+
+
+def time_steps(one_step: Callable[[int], float], warmup: int, min_iters: int, min_seconds: float,
+               result: TrainResult, *, clock: Callable[[], float] = time.perf_counter,
+               max_iters: int = MAX_TIMED_STEPS) -> None:
+    """Training steps timed by time_loop; `one_step(i)` returns the loss. Fills `result`: every
+    step's loss (warm-up included), the timed steps' seconds, the first step's seconds."""
+    steps = time_loop(one_step, warmup, min_iters, min_seconds, clock=clock, max_iters=max_iters)
+    result.warmup_steps = warmup
+    if steps:
+        result.first_step_s = steps[0][0]
+    result.step_s = [s for s, _ in steps[warmup:]]
+    result.losses = [float(loss) for _, loss in steps]
+
+
+def device_class(device: str) -> str:
+    """"cpu" or "gpu": which matmul peak a row's MFU divides by (roofline.MatmulPeak.device)."""
+    return "cpu" if device == "cpu" else "gpu"
+
+
+def matching_torch_device(mlx_device: str, cuda_available: bool, mps_available: bool,
+                          requested: str | None = None) -> tuple[str, str | None]:
+    """PyTorch's device for a comparison with MLX on `mlx_device` ("cpu" | "cuda" | "metal"):
+    CUDA when MLX runs on a CUDA GPU, MPS when it runs on Metal, else the CPU. -> (device, note):
+    the note says why PyTorch is not on the matching device (this PyTorch lacks it, or --torch-device
+    chose another), None when it is. A pure function: the children pass in what torch reports."""
+    wanted = {"cuda": "cuda", "metal": "mps"}.get(mlx_device, "cpu")
+    if requested:
+        if requested != wanted:
+            return requested, (f"--torch-device {requested}: PyTorch ran on {requested} while MLX ran on "
+                               f"{mlx_device}, so MLX/PyTorch ratios compare different devices")
+        return requested, None
+    available = {"cpu": True, "cuda": cuda_available, "mps": mps_available}[wanted]
+    if available:
+        return wanted, None
+    why = {"cuda": "this PyTorch has no CUDA (a CPU-only build, or no driver)",
+           "mps": "this PyTorch has no MPS"}[wanted]
+    return "cpu", (f"MLX ran on {mlx_device} but {why}: PyTorch ran on the CPU instead, so MLX/PyTorch ratios "
+                   "compare different devices")
 
 
 def short_error(exc: BaseException) -> str:

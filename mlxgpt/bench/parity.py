@@ -6,6 +6,12 @@ it, so a benchmark never compares two different computations. Tolerances are
 relative to each tensor's largest magnitude: fp32 on two different BLAS
 libraries agrees to ~1e-6 relative; a single wrong weight or a different
 activation function shows up orders of magnitude above the tolerance.
+
+True float32 only: on CUDA (and M5-class Metal) GPUs MLX multiplies float32 with
+TF32 by default (10-bit mantissa inputs, ~1e-3 relative), which this tolerance
+would flag. The benchmark's parity process therefore runs with MLX_ENABLE_TF32=0
+and PyTorch's TF32 off (torch_ref.set_tf32), and tests/conftest.py sets the same
+for the parity tests. The check is always float32, whatever the benchmark's --dtype.
 """
 
 from __future__ import annotations
@@ -147,26 +153,37 @@ def main(argv: list[str]) -> int:
     process of its own (the benchmark's MLX process never imports torch: see torch_worker.py).
     Builds the MLX model from the seed, copies it into the PyTorch mirror, compares one batch."""
     import json
+    import os
+
+    from mlxgpt.bench.common import TF32_ENV, draw_batches
+
+    # True float32 on both sides: MLX reads its switch at its first float32 matmul (the benchmark
+    # also starts this process with it: processes.child_env), PyTorch's is set below.
+    os.environ[TF32_ENV] = "0"
 
     import mlxgpt  # noqa: F401  (fast BLAS before mlx.core)
     import mlx.core as mx
+    import torch
 
-    from mlxgpt.bench.common import draw_batches
-    from mlxgpt.bench.torch_ref import best_device, from_mlx
+    from mlxgpt.bench.torch_ref import from_mlx, matching_device, set_tf32
     from mlxgpt.config import ModelArgs
     from mlxgpt.model import GPT
 
     spec_path, out_path = argv
     with open(spec_path, encoding="utf-8") as f:
         spec = json.load(f)
+    set_tf32(False)
     args = ModelArgs.from_dict(spec["model"])
     mx.random.seed(spec["seed"])
     mlx_model = GPT(args)
-    torch_model = from_mlx(mlx_model, spec["device"] or best_device())
+    device, note = matching_device(spec.get("mlx_device"), spec.get("device"))
+    torch_model = from_mlx(mlx_model, device)
     x, y = draw_batches(args.vocab_size, spec["rows"], args.block_size, spec["seed"] + 1, 1)
     report = check_parity(mlx_model, torch_model, x[0], y[0])
     with open(out_path, "w", encoding="utf-8") as f:
-        json.dump(report.to_dict(), f)
+        json.dump({**report.to_dict(), "torch_device": device, "device_note": note,
+                   "mlx_tf32": os.environ.get(TF32_ENV), "torch_float32_matmul_precision":
+                   torch.get_float32_matmul_precision()}, f)
     return 0
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import re
 import statistics
 import tempfile
-import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -35,7 +34,8 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten
 
 from mlxgpt.fast.device import configure_device, device_name
-from mlxgpt.bench.common import draw_batches, progress
+from mlxgpt.bench.common import draw_batches, progress, time_loop
+from mlxgpt.errors import MlxgptError
 from mlxgpt.bench.mlx_timing import mlx_model
 from mlxgpt.bench.settings import BenchConfig
 from mlxgpt.model import flops_per_token
@@ -101,18 +101,15 @@ def graph_census(outputs: list[mx.array]) -> Counter:
     return Counter(re.sub(r"\d+$", "", label.split()[0]) for label in labels if label)
 
 
-def _time(fn: Callable[[], Any], warmup: int, iters: int) -> list[float]:
-    for _ in range(warmup):
-        mx.eval(fn())
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        mx.eval(fn())
-        times.append(1000 * (time.perf_counter() - start))
-    return times
+def _time(fn: Callable[[], Any], warmup: int, iters: int, min_seconds: float) -> list[float]:
+    """Milliseconds of each timed call (common.time_loop: at least `iters` calls and `min_seconds`)."""
+    steps = time_loop(lambda _: mx.eval(fn()), warmup, iters, min_seconds)
+    return [1000 * seconds for seconds, _ in steps[warmup:]]
 
 
 def profile_step(cfg: BenchConfig) -> ProfileReport:
+    if cfg.dtype != "float32":
+        raise MlxgptError(f"--profile times float32 steps only (not --dtype {cfg.dtype})")
     settings = configure_device(cfg.cpu_streams)
     model = mlx_model(cfg)
     model.train()
@@ -163,7 +160,7 @@ def profile_step(cfg: BenchConfig) -> ProfileReport:
     for name, what, fn in parts:
         progress(f"profile: {name}")
         mx.clear_cache()  # each part starts from an empty buffer cache, not the previous part's buffers
-        report_parts.append(Part(name, what, _time(fn, cfg.warmup, cfg.iters)))
+        report_parts.append(Part(name, what, _time(fn, cfg.warmup, cfg.iters, cfg.min_seconds)))
     census = graph_census([*step(x[None], y[None]), *[a for _, a in tree_flatten(step_state)]])
     kinds = Counter()
     for primitive, count in census.items():

@@ -6,6 +6,10 @@ TFLOP/s; we measure instead: the best rate of a large square matmul, fp32 and
 on. Half precision has no BLAS on MLX's CPU backend (~30x slower than fp32) and
 fp16 is slow in PyTorch on most CPUs, so each probe sizes itself down until one
 matmul takes a fraction of a second: the probe stays short whatever the speed.
+
+float32 is true float32 (the benchmark runs with MLX_ENABLE_TF32=0 and PyTorch's TF32
+off); on a CUDA GPU the float32 peak with TF32 matmuls is measured too, labelled TF32,
+the denominator of the TF32 rows' MFU.
 """
 
 from __future__ import annotations
@@ -100,6 +104,7 @@ def torch_peak(dtype_name: str, n_max: int, budget_s: float, device: str) -> Mat
 
 
 DTYPES = ("float32", "bfloat16", "float16")
+TF32 = "float32 (TF32)"  # the dtype label of a float32 matmul with TF32 allowed (a CUDA GPU only)
 
 
 def measure(frameworks: list[str], *, gpu: bool, torch_device: str = "cpu", quick: bool = False) -> list[MatmulPeak]:
@@ -120,8 +125,14 @@ def measure(frameworks: list[str], *, gpu: bool, torch_device: str = "cpu", quic
     return peaks
 
 
+def peak_gflops(peaks: list[dict], device: str, dtype: str = "float32") -> float | None:
+    """The peak (GFLOP/s) of a device ("cpu" | "gpu") in one precision ("float32", TF32, "bfloat16"):
+    the best matmul either framework reached on it. One denominator for both, so their MFUs
+    compare like with like."""
+    rates = [p["gflops"] for p in peaks if p["dtype"] == dtype and p["device"] == device and not p["error"]]
+    return max(rates) if rates else None
+
+
 def fp32_peak(peaks: list[dict], device: str) -> float | None:
-    """The fp32 peak (GFLOP/s) of a device ("cpu" | "gpu"): the best fp32 matmul either framework
-    reached on it. One denominator for both, so their MFUs compare like with like."""
-    fp32 = [p["gflops"] for p in peaks if p["dtype"] == "float32" and p["device"] == device and not p["error"]]
-    return max(fp32) if fp32 else None
+    """The true-float32 peak of a device (TF32 off): the denominator of a float32 row's MFU."""
+    return peak_gflops(peaks, device, "float32")

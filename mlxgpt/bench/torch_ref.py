@@ -15,6 +15,7 @@ tests compare two implementations, not one with itself.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from typing import Any, Iterator
@@ -261,13 +262,26 @@ def configure_optimizer(model: GPT, args: TrainArgs, device_type: str = "cpu") -
 
 
 class Trainer:
-    """One nanoGPT training step at a time: set lr, forward, backward, clip, AdamW step."""
+    """One nanoGPT training step at a time: set lr, forward, backward, clip, AdamW step.
 
-    def __init__(self, model: nn.Module, args: TrainArgs, device_type: str = "cpu", forward=None) -> None:
+    `dtype` (e.g. torch.bfloat16) runs the forward pass and the loss under torch.autocast, as
+    nanoGPT's `ctx` does, with float32 weights and optimizer state (mixed precision; no GradScaler,
+    which only float16 needs). nanoGPT skips autocast on a CPU; here it applies on every device,
+    so that a bfloat16 comparison with MLX is bfloat16 on both sides."""
+
+    def __init__(self, model: nn.Module, args: TrainArgs, device_type: str = "cpu", forward=None,
+                 dtype: torch.dtype | None = None) -> None:
         self.model, self.args = model, args
         self.forward = model if forward is None else forward  # a torch.compile'd model, or the model
         self.optimizer = configure_optimizer(model, args, device_type)
         self.iter = 0
+        self.device_type = device_type
+        self.dtype = None if dtype in (None, torch.float32) else dtype
+
+    def autocast(self):
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype)
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x, y: (accum, B, T). Returns (mean loss, gradient norm before clipping)."""
@@ -277,7 +291,8 @@ class Trainer:
         accum = x.shape[0]
         total = torch.zeros((), device=x.device)
         for i in range(accum):
-            _, loss = self.forward(x[i], y[i])
+            with self.autocast():
+                _, loss = self.forward(x[i], y[i])
             (loss / accum).backward()
             total = total + loss.detach()
         if self.args.grad_clip > 0:
@@ -333,6 +348,29 @@ def synchronize(device: torch.device | str) -> None:
         torch.mps.synchronize()
 
 
+def set_tf32(allowed: bool) -> None:
+    """TF32 for float32 matmuls (and cuDNN) on CUDA: off (allowed=False) means true float32, what
+    the parity check and the benchmark's comparable rows need; on, what torch calls "high"
+    precision. Harmless without CUDA. The benchmark's PyTorch processes start with it off."""
+    torch.backends.cuda.matmul.allow_tf32 = allowed
+    torch.backends.cudnn.allow_tf32 = allowed
+    torch.set_float32_matmul_precision("high" if allowed else "highest")
+
+
+def mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
+def matching_device(mlx_device: str | None, requested: str | None = None) -> tuple[str, str | None]:
+    """PyTorch's device for a comparison with MLX on `mlx_device` (common.matching_torch_device, fed
+    what this torch has). Without `mlx_device`: the best device available, as before."""
+    from mlxgpt.bench.common import matching_torch_device
+
+    if mlx_device is None:
+        return requested or best_device(), None
+    return matching_torch_device(mlx_device, torch.cuda.is_available(), mps_available(), requested)
+
+
 def best_device() -> str:
     if torch.cuda.is_available():
         return "cuda"
@@ -348,4 +386,5 @@ def describe_build() -> dict[str, Any]:
             "cpu_capability": torch.backends.cpu.get_cpu_capability(), "mkl": torch.backends.mkl.is_available(),
             "mkldnn": torch.backends.mkldnn.is_available(), "openmp": torch.backends.openmp.is_available(),
             "threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),
-            "cuda": torch.version.cuda}
+            "cuda": torch.version.cuda, "float32_matmul_precision": torch.get_float32_matmul_precision(),
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
