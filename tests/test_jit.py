@@ -4,6 +4,7 @@ header, the first-run note. Each test runs in its own process with its own empty
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -66,3 +67,23 @@ def test_the_first_run_says_it_is_compiling():
     state = DashboardState()
     state.update(event)
     assert COMPILING_NOTE in str(header(state).columns[0]._cells[0])
+    # the whole screen, as it is redrawn: the note goes once the first step is done
+    from rich.console import Console
+    from test_ui import make
+
+    from mlxgpt.events import StepLogged
+
+    from mlxgpt.ui.dashboard.chart import ChartCache
+    from mlxgpt.ui.dashboard.layout import build_layout
+
+    store, cache = {}, ChartCache()
+
+    def screen() -> str:
+        console = Console(width=160, height=40, record=True, file=open(os.devnull, "w"))
+        console.print(build_layout(state, cache, 160, 40, store=store))
+        return console.export_text()
+
+    assert COMPILING_NOTE in screen()
+    state.update(make(StepLogged, iter=1, max_iters=300, train_loss=4.2, lr=1e-5, grad_norm=1.0, ms_per_iter=50.0,
+                      tokens_per_s=15_000.0, elapsed_s=9.0, active_memory_mb=9.0, peak_memory_mb=71.0))
+    assert COMPILING_NOTE not in screen()

@@ -208,8 +208,8 @@ def build_layout(state: DashboardState, cache: ChartCache, width: int, height: i
     layout = Layout(name="root")
     layout.split_column(Layout(name="header", size=1), Layout(name="progress", size=1 if compact else 3),
                         Layout(name="main", ratio=1), Layout(name="sample", size=sample_rows))
-    layout["header"].update(Cached(store, "header", (state.started is not None, state.finished is not None),
-                                   lambda: header(state)))
+    layout["header"].update(Cached(store, "header", (state.started is not None, state.finished is not None,
+                                                     state.step is None), lambda: header(state)))
     layout["progress"].update(progress_line(state) if compact
                               else Panel(progress_line(state), border_style="green", padding=(0, 1)))
     rows = stats_rows(state, ui_fraction, peak_flops)
