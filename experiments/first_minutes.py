@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import platform
 import re
@@ -60,8 +59,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Iterator
 
-from experiments.runs import read_events, run_timed
-from mlxgpt.files import write_atomic
+from experiments.runs import read_events, run_timed, write_results
 from mlxgpt.ui.format import COMPILING_NOTE
 
 ROOT = Path(__file__).resolve().parent.parent  # train.py and experiments/ live here
@@ -299,8 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     results["seconds"] = time.perf_counter() - began
     table = markdown(results)
     print("\n" + table)
-    write_atomic(args.out / "first_minutes.md", table + "\n")
-    write_atomic(args.out / "first_minutes.json", json.dumps(results, indent=2))
+    write_results(args.out, "first_minutes", table, results)
     print(f"\n{results['seconds']:.0f} s in all; results: {args.out / 'first_minutes.json'}")
     return 0
 

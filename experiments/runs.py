@@ -47,3 +47,14 @@ def run_timed(command: list[str], what: str, env: dict[str, str] | None = None,
         last = next((line for _, line in reversed(lines) if line.strip()), f"exit status {process.returncode}")
         raise RuntimeError(f"{what}: {last.strip()}")
     return lines, seconds
+
+
+def write_results(directory: Path, name: str, table: str, results: dict) -> Path:
+    """An experiment's markdown table as NAME.md and its numbers as NAME.json in `directory`,
+    each written atomically (a run stopped half-way leaves the previous results whole)."""
+    from mlxgpt.files import write_atomic
+
+    directory.mkdir(parents=True, exist_ok=True)
+    write_atomic(directory / f"{name}.md", table + "\n")
+    write_atomic(directory / f"{name}.json", json.dumps(results, indent=2))
+    return directory / f"{name}.json"

@@ -34,9 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from experiments.nanogpt_train import add_setting_arguments, prepare, setting_flags
-from experiments.runs import read_events, run_command
+from experiments.runs import read_events, run_command, write_results
 from mlxgpt.config import TrainArgs
-from mlxgpt.files import write_atomic
 from mlxgpt.flags import add_data_argument
 
 DEFAULT_SEEDS = [TrainArgs.seed, 1, 2, 3, 4, 5, 6, 7, 8, 9]  # mlxgpt's and nanoGPT's default seed first
@@ -171,9 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         d = results["whole_split_difference"]
         print(f"\nwhole split, mean {procedures[0]} - mean {procedures[1]}: {d['mean']:+.4f} "
               f"± {d['standard_error']:.4f} (standard error)")
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_atomic(args.out / "results.md", table + "\n")
-    write_atomic(args.out / "results.json", json.dumps(results, indent=2))
+    write_results(args.out, "results", table, results)
     print(f"\nresults: {args.out / 'results.md'}, {args.out / 'results.json'}")
     return 0
 

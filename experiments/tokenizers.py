@@ -18,7 +18,6 @@ the first-step JIT compile (tens of seconds on CPU) does not eat the budget.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import subprocess
 import sys
@@ -27,8 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.runs import read_events, run_command
-from mlxgpt.files import write_atomic
+from experiments.runs import read_events, run_command, write_results
 from mlxgpt.flags import add_data_argument, add_preset_argument
 
 
@@ -114,8 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     table = "\n".join([header, *rows])
     print("\n" + table)
     args.out.mkdir(parents=True, exist_ok=True)
-    write_atomic(args.out / "results.md", table + "\n")
-    write_atomic(args.out / "results.json", json.dumps(results, indent=2))
+    write_results(args.out, "results", table, results)
     return 0
 
 
