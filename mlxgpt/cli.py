@@ -98,6 +98,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr-decay-iters", type=int, help="step where the cosine reaches --min-lr (default --max-iters)")
     g.add_argument("--weight-decay", type=float, help="AdamW weight decay on matrices")
     g.add_argument("--beta2", type=float, help="AdamW beta2")
+    g.add_argument("--optimizer", choices=("adamw", "muon"), help="adamw (nanoGPT's), or muon: the blocks' weight "
+                   "matrices on Muon, embeddings and gains on AdamW (modded-nanogpt's split)")
+    g.add_argument("--muon-lr", type=float, help="Muon's peak learning rate (default 0.02); it follows lr's schedule")
     g.add_argument("--grad-clip", type=float, help="clip the global gradient norm (0: off)")
     g.add_argument("--eval-interval", type=int, help="steps between evaluations and checkpoints")
     g.add_argument("--eval-iters", type=int, help="batches per split in each evaluation")

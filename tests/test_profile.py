@@ -9,8 +9,8 @@ import sys
 
 from mlxgpt.bench.profile import KINDS, kind_of
 
-TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--block-size", "16", "--batch-size", "8",
-        "--iters", "2", "--warmup", "1", "--min-seconds", "0", "--cpu-streams", "2"]
+TINY = ["--preset", "baby", "--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--block-size", "16",
+        "--batch-size", "8", "--iters", "2", "--warmup", "1", "--min-seconds", "0", "--cpu-streams", "2"]
 
 
 def test_profile_times_every_part_and_counts_the_graph(tmp_path):

@@ -270,3 +270,33 @@ def test_a_time_budget_run_ends_fully_decayed_and_resume_continues_its_budget(tm
     after = [step for step in read_events(out, "step") if step["iter"] > state["iter"]]
     assert after and 1e-3 < after[0]["lr"] < 0.75 * 3e-3  # half-way through the budget: mid-cosine, no new warmup
     assert json.loads((out / "latest" / "state.json").read_text())["elapsed_s"] >= 10.0
+
+
+def test_muon_takes_the_blocks_matrices_and_adamw_the_rest():
+    from mlxgpt.training import is_block_matrix, set_learning_rate
+
+    model = tiny_model(23)
+    optimizer = build_optimizer(TrainArgs(optimizer="muon", lr=1e-3, muon_lr=0.02))
+    optimizer.init(model.trainable_parameters())
+    adamw_decay, muon, adamw_plain = optimizer.optimizers
+    on_muon = sorted(k for k, w in tree_flatten(model.parameters()) if is_block_matrix(k, w))
+    assert on_muon and all(".c_" in k and k.endswith("weight") for k in on_muon)  # projections, not gains or biases
+    assert not any(is_block_matrix(k, w) for k, w in tree_flatten(model.parameters()) if k.startswith("wte"))
+    # each part holds state for its own parameters only
+    assert sorted(k for k, _ in tree_flatten(muon.state) if k.endswith(".v")) == sorted(k + ".v" for k in on_muon)
+    assert any(k.startswith("wte") for k, _ in tree_flatten(adamw_decay.state))
+    set_learning_rate(optimizer, TrainArgs(optimizer="muon", lr=1e-3, muon_lr=0.02), mx.array(5e-4))
+    assert muon.learning_rate.item() == pytest.approx(1e-2) and adamw_plain.learning_rate.item() == pytest.approx(5e-4)
+
+
+def test_muon_runs_learn_and_resume_exactly(tmp_path, text_file):
+    flags = ["train.py", "--data", text_file, *RESUME_FLAGS, "--optimizer", "muon", "--lr", "3e-3"]
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert run_cli(*flags, "--out", straight, "--max-iters", "12").returncode == 0
+    assert run_cli(*flags, "--out", split, "--max-iters", "8").returncode == 0
+    resumed = run_cli("train.py", "--resume", "--out", split, "--max-iters", "12", "--no-ui")
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = (read_events(run, "eval") for run in (straight, split))
+    assert a[-1]["val_loss"] == b[-1]["val_loss"] and a[-1]["val_loss"] < a[0]["val_loss"]
+    config = json.loads((split / "latest" / "config.json").read_text())
+    assert config["train"]["optimizer"] == "muon"
