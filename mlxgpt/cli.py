@@ -241,15 +241,6 @@ def _check_prompt_and_stop(tokenizer, prompt: str, stop: str | None) -> None:
         raise MlxgptError(f"--stop {stop!r} can never appear in the output: {exc}") from None
 
 
-def set_compute_dtype(model, name: str) -> None:
-    """--dtype for generation: the model's weights in that precision (a warning where it is slow)."""
-    from mlxgpt.fast.device import resolve_dtype
-
-    dtype, warning = resolve_dtype(name)
-    if warning:
-        print(f"warning: {warning}", file=sys.stderr)
-    model.set_dtype(dtype)
-
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from mlxgpt.checkpoint import latest_run, load_checkpoint_tokenizer, load_model, read_config, resolve_checkpoint
@@ -263,7 +254,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
         return print_examples(directory, config, prompt, args)
     model, tokenizer = load_model(directory, config), load_checkpoint_tokenizer(directory, config)
     _check_prompt_and_stop(tokenizer, prompt, args.stop)
-    set_compute_dtype(model, args.dtype)
+    from mlxgpt.fast.device import compute_dtype
+
+    model.set_dtype(compute_dtype(args.dtype))  # --dtype: the weights in that precision
     out = sys.stdout
     for i in range(args.num_samples):
         if i:

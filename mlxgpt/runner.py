@@ -17,8 +17,8 @@ import mlx.core as mx
 from mlx.utils import tree_flatten
 
 from mlxgpt.fast.blas import setup_blas
-from mlxgpt.fast.device import (configure_device, device_name, fit_batch_to_memory, gpu_memory_gb, on_gpu,
-                                resolve_dtype)
+from mlxgpt.fast.device import (compute_dtype, configure_device, device_name, fit_batch_to_memory, gpu_memory_gb,
+                                on_gpu)
 from mlxgpt.fast.jit import first_compile
 from mlxgpt.fast.streams import step_factory
 from mlxgpt.checkpoint import find_checkpoint, load_checkpoint_tokenizer, load_model, load_training_state, read_config
@@ -114,9 +114,7 @@ def prepare_run(options: TrainOptions) -> tuple[Run, RunStarted]:
         # ranks on one machine share its cores (assume all are local: the common case; --cpu-streams overrides)
         settings = configure_device(options.streams, processes=world.size)
         run.make_step, parallelism = step_factory(settings.streams), settings.describe()
-    run.dtype, warning = resolve_dtype(run.args.dtype)
-    if warning:
-        print(f"warning: {warning}", file=sys.stderr)
+    run.dtype = compute_dtype(run.args.dtype)
     notes = [parallelism] if parallelism else []
     if run.dtype != mx.float32:
         notes.append(f"{str(run.dtype).removeprefix('mlx.core.')} compute (float32 weights)")

@@ -12,8 +12,12 @@ import os
 import platform
 import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from mlxgpt.fast.blas import cuda_backend, set_blas_threads
+
+if TYPE_CHECKING:  # annotations only: this module imports mlx inside functions
+    import mlx.core as mx
 
 # Set on every rank by `mlxgpt launch -n N` (all ranks on this machine), so that a rank's
 # global rank is also its rank on this machine.
@@ -129,6 +133,14 @@ def resolve_dtype(name: str) -> tuple["mx.Dtype", str | None]:
         return dtype, (f"--dtype {name} on MLX's CPU backend is much slower than float32 (measured ~30x for "
                        "matmuls): it is meant for GPUs; use --dtype float32 (auto) here")
     return dtype, None
+
+
+def compute_dtype(name: str) -> "mx.Dtype":
+    """resolve_dtype for a command: its warning, if any, goes to stderr (train.py and generate.py)."""
+    dtype, warning = resolve_dtype(name)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+    return dtype
 
 
 # Below this much GPU memory (an 8 GB Mac) a big preset's batch is split in two micro-batches.
