@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 
 from mlxgpt import bench
 from mlxgpt.classify import add_classify_arguments, cmd_classify
-from mlxgpt.config import PRESETS, TrainArgs
+from mlxgpt.config import PRESETS, SWITCH_CHOICES, TrainArgs
 from mlxgpt.errors import MlxgptError
 from mlxgpt.flags import (add_batch_size_argument, add_checkpoint_argument, add_cpu_streams_argument,
                           add_data_argument, add_dtype_argument, add_model_shape_arguments, add_plain_argument, add_preset_argument,
@@ -84,9 +84,31 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
     g = p.add_argument_group("model (override the preset)")
     add_model_shape_arguments(g)
-    g.add_argument("--pos-embedding", choices=["learned", "sinusoidal"], help="position encoding (default learned)")
+    g.add_argument("--pos-embedding", "--pos", choices=SWITCH_CHOICES["pos_embedding"],
+                   help="position encoding: learned (GPT-2, the default), sinusoidal (the original paper's), or "
+                        "rope (rotary: queries and keys rotated by position, as in Llama)")
     g.add_argument("--tie-embeddings", action=argparse.BooleanOptionalAction, default=None,
                    help="share the token embedding with the unembedding (default yes)")
+
+    g = p.add_argument_group("architecture switches (all off by default: nanoGPT's GPT-2; "
+                             "docs/how-it-works.md measures each)")
+    g.add_argument("--untie-head", dest="tie_embeddings", action="store_const", const=False,
+                   help="a separate unembedding matrix (= --no-tie-embeddings)")
+    g.add_argument("--norm", choices=SWITCH_CHOICES["norm"], help="layernorm (the default) or rmsnorm")
+    g.add_argument("--qk-norm", action=argparse.BooleanOptionalAction, default=None, help="RMS-normalise queries and keys per head")
+    g.add_argument("--mlp", "--activation", choices=SWITCH_CHOICES["mlp"],
+                   help="the MLP's nonlinearity: gelu (the default), relu, relu2 (ReLU squared) or swiglu (gated)")
+    g.add_argument("--logit-softcap", type=float, metavar="CAP", help="squash logits smoothly into (-CAP, CAP) "
+                   "with CAP * tanh(logit / CAP) (e.g. 15; default 0: off)")
+    g.add_argument("--zero-init-proj", action=argparse.BooleanOptionalAction, default=None,
+                   help="start every block's output projections at zero (each block starts as the identity)")
+    g.add_argument("--no-causal-mask", dest="causal", action="store_false", default=None,
+                   help="classic switch: let every position see the later ones too (the loss collapses, "
+                        "and the model cannot generate: see why the mask matters)")
+    g.add_argument("--post-ln", action=argparse.BooleanOptionalAction, default=None,
+                   help="classic switch: the original paper's Add & Norm after each sublayer, instead of before")
+    g.add_argument("--no-attn-scale", dest="attn_scale", action="store_false", default=None,
+                   help="classic switch: attention scores without the 1/sqrt(head size)")
 
     g = p.add_argument_group("training (override the preset)")
     g.add_argument("--max-iters", type=int, help="optimizer steps")

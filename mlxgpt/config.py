@@ -41,6 +41,19 @@ def range_problem(value: float, low: float | None, high: float | None) -> str | 
     return None
 
 
+# The string-valued architecture switches and their choices (the first is the default).
+SWITCH_CHOICES: dict[str, tuple[str, ...]] = {
+    "pos_embedding": ("learned", "sinusoidal", "rope"), "norm": ("layernorm", "rmsnorm"),
+    "mlp": ("gelu", "relu", "relu2", "swiglu"),
+}
+# Each ModelArgs switch and the train.py flag that sets it away from its default.
+SWITCH_FLAGS: dict[str, str] = {
+    "pos_embedding": "--pos-embedding", "tie_embeddings": "--untie-head", "norm": "--norm", "qk_norm": "--qk-norm",
+    "mlp": "--mlp", "logit_softcap": "--logit-softcap", "zero_init_proj": "--zero-init-proj",
+    "causal": "--no-causal-mask", "post_ln": "--post-ln", "attn_scale": "--no-attn-scale",
+}
+
+
 @dataclass
 class ModelArgs:
     """The shape of a GPT. Defaults are nanoGPT's shakespeare-char model."""
@@ -52,8 +65,18 @@ class ModelArgs:
     n_embd: int = 384
     dropout: float = 0.0
     bias: bool = False  # biases in Linear and LayerNorm (nanoGPT's train.py: False)
-    pos_embedding: str = "learned"  # "learned" | "sinusoidal"
+    pos_embedding: str = "learned"  # "learned" | "sinusoidal" | "rope" (rotary, inside attention)
     tie_embeddings: bool = True  # unembedding = embedding matrix transposed
+    # Architecture switches (model.py says what each does and where it comes from). The defaults
+    # are nanoGPT's GPT-2; checkpoints written before a switch existed lack it and get its default.
+    norm: str = "layernorm"  # "layernorm" | "rmsnorm"
+    qk_norm: bool = False  # RMS-normalise queries and keys per head before their dot product
+    mlp: str = "gelu"  # the MLP's nonlinearity: "gelu" | "relu" | "relu2" | "swiglu"
+    logit_softcap: float = 0.0  # > 0: logits = cap * tanh(logits / cap); 0: off
+    zero_init_proj: bool = False  # residual projections (c_proj) start at zero
+    causal: bool = True  # False: every position also sees later ones (to show why the mask matters)
+    post_ln: bool = False  # True: the original paper's x = LayerNorm(x + sublayer(x)), no final norm
+    attn_scale: bool = True  # False: scores q·k without the 1/sqrt(head size)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -67,10 +90,16 @@ class ModelArgs:
             raise MlxgptError(
                 f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}): "
                 f"pick e.g. --n-embd {self.n_head * max(1, round(self.n_embd / self.n_head))}")
-        if self.pos_embedding not in ("learned", "sinusoidal"):
-            raise MlxgptError(f"unknown --pos-embedding {self.pos_embedding!r}: use learned or sinusoidal")
+        for name, choices in SWITCH_CHOICES.items():
+            if getattr(self, name) not in choices:
+                raise MlxgptError(f"unknown --{name.replace('_', '-')} {getattr(self, name)!r}: use {' or '.join(choices)}")
         if self.pos_embedding == "sinusoidal" and self.n_embd % 2:
             raise MlxgptError("sinusoidal positions need an even --n-embd")
+        if self.pos_embedding == "rope" and self.head_dim % 2:
+            raise MlxgptError(f"rotary positions rotate pairs of channels: the head size (n_embd / n_head = "
+                              f"{self.head_dim}) must be even")
+        if not (self.logit_softcap == 0 or 0 < self.logit_softcap < math.inf):
+            raise MlxgptError(f"--logit-softcap must be a positive number (or 0: off), got {self.logit_softcap}")
         if not 0.0 <= self.dropout < 1.0:
             raise MlxgptError(f"--dropout must be in [0, 1), got {self.dropout}")
         if self.parameter_count() > MAX_PARAMS:
@@ -81,10 +110,25 @@ class ModelArgs:
     def parameter_count(self) -> int:
         """The number of weights GPT(self) has, from the shape alone: a shape is
         refused before anything is allocated (GPT.num_params counts the built arrays)."""
-        C, V = self.n_embd, self.vocab_size
-        per_layer = 12 * C * C + (13 if self.bias else 2) * C  # attention 4C², MLP 8C², LayerNorms (+ biases)
+        C, V, H = self.n_embd, self.vocab_size, self.mlp_hidden
+        norm = (2 if self.bias and self.norm == "layernorm" else 1) * C  # a gain (+ a bias)
+        mlp_matrices = 3 if self.mlp == "swiglu" else 2  # swiglu: a gate beside the up projection
+        per_layer = (4 * C * C + mlp_matrices * C * H + 2 * norm + (2 * self.head_dim if self.qk_norm else 0)
+                     + ((4 * C + (mlp_matrices - 1) * H + C) if self.bias else 0))  # attention, MLP, norms, biases
         return (V * C + (self.block_size * C if self.pos_embedding == "learned" else 0) + self.n_layer * per_layer
-                + (2 if self.bias else 1) * C + (0 if self.tie_embeddings else V * C))
+                + (0 if self.post_ln else norm) + (0 if self.tie_embeddings else V * C))
+
+    @property
+    def mlp_hidden(self) -> int:
+        """Width of the MLP's hidden layer: 4 * n_embd, or for SwiGLU 8/3 * n_embd (rounded up to
+        a multiple of 8), so that its three matrices hold as many weights as the others' two."""
+        if self.mlp == "swiglu":
+            return 8 * math.ceil(8 * self.n_embd / 3 / 8)
+        return 4 * self.n_embd
+
+    def switches(self) -> list[str]:
+        """The architecture switches set away from nanoGPT's defaults, as the flags that set them."""
+        return switch_flags(vars(self))
 
     @property
     def head_dim(self) -> int:
@@ -101,7 +145,9 @@ class ModelArgs:
         """The `model` section of a checkpoint's config.json: every field present, of
         exactly its annotated type, and a shape within MODEL_LIMITS and MAX_PARAMS."""
         schema = field_types(cls)
-        checked = file.check(values, schema, section="model", required=schema)
+        # checkpoints from before the architecture switches lack them: those models had the defaults
+        required = [name for name in schema if name not in SWITCH_FLAGS or name in ("pos_embedding", "tie_embeddings")]
+        checked = file.check(values, schema, section="model", required=required)
         try:
             return cls(**checked)
         except MlxgptError as exc:
@@ -187,6 +233,20 @@ class TrainArgs:
         except MlxgptError as exc:
             raise file.error(f"train: {exc}") from None
         return checked
+
+
+def switch_flags(model_values: Mapping[str, Any]) -> list[str]:
+    """The flags that set a model's architecture switches away from their defaults, from its
+    config values (a saved config, an event's model_args): e.g. ["--pos-embedding rope", "--qk-norm"]."""
+    flags = []
+    for f in dataclasses.fields(ModelArgs):
+        value = model_values.get(f.name, f.default)
+        if f.name not in SWITCH_FLAGS or value == f.default:
+            continue
+        flag = SWITCH_FLAGS[f.name]
+        flags.append(flag if isinstance(value, bool) else f"{flag} {value:g}" if isinstance(value, float)
+                     else f"{flag} {value}")
+    return flags
 
 
 def field_types(cls: type) -> dict[str, Any]:

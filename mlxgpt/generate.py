@@ -42,6 +42,15 @@ def default_keep(block_size: int) -> int:
     return max(1, (3 * block_size) // 4)
 
 
+def check_can_generate(model: GPT) -> None:
+    """Refuse a model trained without the causal mask: in training every position could read
+    the very token it was asked to predict, so it learned to copy, not to predict."""
+    if not model.args.causal:
+        raise MlxgptError("this model was trained with --no-causal-mask: every position could see the token it "
+                          "had to predict, so it learned to copy it, not to predict it, and cannot generate. "
+                          "Train again without --no-causal-mask")
+
+
 def generate_tokens(model: GPT, prompt_ids: list[int], max_new_tokens: int, *,
                     temperature: float = 0.8, top_k: int | None = None, top_p: float | None = None,
                     min_p: float | None = None, seed: int | None = None, use_cache: bool = True,
@@ -53,6 +62,7 @@ def generate_tokens(model: GPT, prompt_ids: list[int], max_new_tokens: int, *,
     fast=True lets mlxgpt/fast compile the one-token step (same tokens, faster)."""
     if not prompt_ids:
         raise MlxgptError("the prompt is empty: pass --prompt with at least one character")
+    check_can_generate(model)
     block_size = model.args.block_size
     keep = default_keep(block_size) if keep is None else max(1, min(keep, block_size))
     transform = make_transform(temperature, top_k, top_p, min_p)

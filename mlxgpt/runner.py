@@ -148,6 +148,9 @@ def _prepare_new(options: TrainOptions) -> tuple[Run, RunStarted]:
     tokenizer = _train_tokenizer(kind, tokenizer_text(text, data_format, training_split_only=kind != "char"),
                                  options.tokenizer_options)
     model_args = ModelArgs.from_dict({**model_values, "vocab_size": tokenizer.vocab_size})
+    if not model_args.causal and train_args.sample_tokens:
+        train_args.sample_tokens = 0
+        note += "; no samples: a model without the causal mask cannot generate"
     data = make_dataset(text, tokenizer, model_args.block_size, data_format)
     _check_sample_prompt(train_args, tokenizer, text, given="sample_prompt" in options.overrides)
     mx.random.seed(train_args.seed)  # the initial weights depend on --seed only

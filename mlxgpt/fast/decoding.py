@@ -95,7 +95,9 @@ def fused_attend(attention: CausalSelfAttention, dropout: float, q: mx.array, k:
         return CausalSelfAttention.attend(attention, q, k, v, start)
     # "causal" keeps the kernel on its fast path (queries aligned to the keys' end); one new
     # token may see everything cached; a StaticKVCache (start an array) needs the explicit mask
-    if isinstance(start, mx.array):
+    if not attention.causal:  # --no-causal-mask: every key visible
+        mask = None
+    elif isinstance(start, mx.array):
         mask = causal_mask(q.shape[2], k.shape[2], start)
     else:
         mask = "causal" if q.shape[2] > 1 else None

@@ -95,9 +95,10 @@ def sharded_loss_and_grad(loss_and_grad: Callable, model: GPT, x: mx.array, y: m
     shards = min(len(streams), batch)
     bounds = [batch * i // shards for i in range(shards + 1)]
     results = []
+    causal = model.args.causal  # without the mask the padding would be seen: no padding then
     for pad, (stream, lo, hi) in enumerate(zip(streams, bounds[:-1], bounds[1:])):
         with mx.stream(stream):
-            results.append(loss_and_grad(model, x[lo:hi], y[lo:hi], pad=pad))
+            results.append(loss_and_grad(model, x[lo:hi], y[lo:hi], pad=pad if causal else 0))
     # each shard's loss is a mean over its targets: weigh it by its share of the batch's targets
     targets = [mx.sum(y[lo:hi] >= 0) for lo, hi in zip(bounds[:-1], bounds[1:])]
     weights = [count / sum(targets) for count in targets]

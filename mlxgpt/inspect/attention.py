@@ -1,7 +1,8 @@
 """Attention maps: for a prompt, how much each token (query) looks at each earlier token (key).
 
 The weights are recomputed exactly as the model computes them: the block's
-first LayerNorm, `CausalSelfAttention.qkv` for queries and keys, and
+first LayerNorm (none with --post-ln), `CausalSelfAttention.qkv` for queries and keys
+(with QK-norm and rotary positions if the model has them), and
 `attention_weights` (softmax(q·kᵀ/√d_head) under the causal mask), layer by
 layer, with the residual stream advanced by the real blocks.
 """
@@ -27,8 +28,8 @@ def attention_maps(model: GPT, ids: list[int]) -> np.ndarray:
     x = model.embed(idx)  # (1, T, C): token + position; dropout is off in eval mode
     maps = []
     for block in model.h:
-        q, k, _ = block.attn.qkv(block.ln_1(x))  # (1, nh, T, hs)
-        maps.append(attention_weights(q, k, block.attn.scale)[0])  # (nh, T, T)
+        q, k, _ = block.attn.qkv(x if block.post_ln else block.ln_1(x))  # (1, nh, T, hs)
+        maps.append(attention_weights(q, k, block.attn.scale, causal=block.attn.causal)[0])  # (nh, T, T)
         x = block(x)  # the real block moves the residual stream on
     weights = mx.stack(maps)
     mx.eval(weights)

@@ -10,6 +10,7 @@ from typing import TextIO
 
 from mlxgpt.events import (CheckpointSaved, Event, EvalDone, RunFinished, RunStarted,
                            SampleGenerated, StepLogged)
+from mlxgpt.config import switch_flags
 from mlxgpt.ui.format import COMPILING_NOTE, format_count
 
 
@@ -30,6 +31,7 @@ def format_event(event: Event) -> str | None:
                          f", BLAS {event.blas}" if event.blas else ""])  # neither applies on a GPU
         return (f"mlxgpt: preset {event.preset} ({event.preset_note}) on {event.device}{setup}{resumed}\n"
                 f"model: {m['n_layer']} layers, {m['n_head']} heads, {m['n_embd']} embd, block {m['block_size']}, "
+                + "".join(f"{flag}, " for flag in switch_flags(m)) +
                 f"{format_count(event.n_params)} parameters ({event.tokenizer} tokenizer, vocab {event.vocab_size})\n"
                 f"data: {format_count(event.train_tokens)} train / {format_count(event.val_tokens)} val tokens, "
                 f"{event.tokens_per_iter} tokens per iter{_effective_batch(event)}; run directory {event.out_dir}"

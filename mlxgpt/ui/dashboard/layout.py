@@ -25,6 +25,7 @@ from rich.text import Text
 
 from mlxgpt.ui.dashboard.chart import BPC_STYLE, TRAIN_STYLE, VAL_STYLE, ChartCache, chart_panel
 from mlxgpt.ui.dashboard.state import DashboardState
+from mlxgpt.config import switch_flags
 from mlxgpt.ui.format import COMPILING_NOTE, format_count
 
 # ---------------------------------------------------------------- formatting
@@ -148,6 +149,8 @@ def config_rows(state: DashboardState) -> list[tuple[str, str | Text]]:
             ("AdamW", f"β2 {t['beta2']:g} · wd {t['weight_decay']:g} · clip {t['grad_clip']:g}"),
             ("eval", f"every {t['eval_interval']} · {t['eval_iters']} batches"),
             ("seed", str(t["seed"]))]
+    if switch_flags(m):
+        rows.insert(5, ("switches", " ".join(switch_flags(m))))
     if st.start_iter:
         rows.append(("resumed", f"at iter {st.start_iter:,}"))
     return rows
