@@ -9,7 +9,7 @@ import resource
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Callable
 
 import numpy as np
@@ -177,6 +177,38 @@ def matching_torch_device(mlx_device: str, cuda_available: bool, mps_available: 
            "mps": "this PyTorch has no MPS"}[wanted]
     return "cpu", (f"MLX ran on {mlx_device} but {why}: PyTorch ran on the CPU instead, so MLX/PyTorch ratios "
                    "compare different devices")
+
+
+# The ModelArgs fields that torch_ref.GPT mirrors (every one at the time of writing: model.py's switches
+# included). A field added to ModelArgs later is not here until torch_ref implements it, and then, set
+# away from its default, the benchmark refuses the model (check_mirrored): its PyTorch side would
+# otherwise silently time a different model (and the parity check might not notice at init).
+MIRRORED_MODEL_FIELDS = frozenset({
+    "vocab_size", "block_size", "n_layer", "n_head", "n_embd", "dropout", "bias", "pos_embedding",
+    "tie_embeddings", "norm", "qk_norm", "mlp", "logit_softcap", "zero_init_proj", "causal", "post_ln",
+    "attn_scale"})
+
+
+def unmirrored_switch(model: Any) -> str | None:
+    """The first field of `model` (a ModelArgs) that torch_ref cannot mirror and that is set away from
+    its default, as the flag that sets it; None if PyTorch can build the same model."""
+    from mlxgpt.config import SWITCH_FLAGS
+
+    for f in fields(model):
+        default = f.default_factory() if f.default is MISSING else f.default
+        if f.name not in MIRRORED_MODEL_FIELDS and getattr(model, f.name) != default:
+            return SWITCH_FLAGS.get(f.name, "--" + f.name.replace("_", "-"))
+    return None
+
+
+def check_mirrored(model: Any) -> None:
+    """Refuse (one MlxgptError line) a model the PyTorch mirror would build differently."""
+    from mlxgpt.errors import MlxgptError
+
+    flag = unmirrored_switch(model)
+    if flag:
+        raise MlxgptError(f"the PyTorch mirror (mlxgpt/bench/torch_ref.py) does not implement {flag}: "
+                          "bench this model with --no-torch, or leave out that switch")
 
 
 def short_error(exc: BaseException) -> str:

@@ -39,6 +39,16 @@ class Difference:
         return bool(self.max_abs <= self.tolerance)  # False for NaN
 
     @property
+    def excess(self) -> float:
+        """max_abs / tolerance (> 1: failed). A NaN, and a tensor only one side has (tolerance 0:
+        no gradient on one side, a different shape), rank above every finite excess."""
+        if self.max_abs != self.max_abs:
+            return np.inf
+        if self.tolerance == 0:
+            return np.inf if self.max_abs > 0 else 0.0
+        return self.max_abs / self.tolerance
+
+    @property
     def relative(self) -> float:
         return self.max_abs / self.scale if self.scale else self.max_abs
 
@@ -56,7 +66,7 @@ class ParityReport:
     @property
     def worst(self) -> Difference:
         """The tensor furthest out of (or closest to the edge of) its tolerance."""
-        return max(self.differences, key=lambda d: d.max_abs / d.tolerance if d.max_abs == d.max_abs else np.inf)
+        return max(self.differences, key=Difference.excess.fget)
 
     @property
     def failures(self) -> list[Difference]:

@@ -24,8 +24,8 @@ import mlx.core as mx
 import numpy as np
 
 from mlxgpt.bench import roofline
-from mlxgpt.bench.common import (LABELS, TF32_ENV, TF32_MODES, GenResult, TrainResult, device_class, draw_batches,
-                                 machine_cores, peak_rss_mb, progress)
+from mlxgpt.bench.common import (LABELS, TF32_ENV, TF32_MODES, GenResult, TrainResult, check_mirrored,
+                                 device_class, draw_batches, machine_cores, peak_rss_mb, progress)
 from mlxgpt.bench.environment import cpu_seconds, environment, other_processes_cores
 from mlxgpt.bench.mlx_timing import bench_mlx, bench_mlx_generation, mlx_model
 from mlxgpt.bench.processes import cold_start, run_mlx_worker, run_parity, run_torch_worker
@@ -45,6 +45,8 @@ def run_bench(cfg: BenchConfig) -> Report:
     # has not happened yet in this process (mlxgpt bench). Children get it from processes.child_env;
     # the TF32 rows come from a child started with it on (mlx_worker.py).
     os.environ[TF32_ENV] = "0"
+    if cfg.use_torch:  # a switch PyTorch's side cannot build: refuse before anything runs
+        check_mirrored(cfg.model)
     started = time.perf_counter()
     cpu_at_start = cpu_seconds()
     device = mlx_device()

@@ -7,6 +7,13 @@ same shape loads into it, and `from_mlx` copies an mlxgpt model's weights in by
 name: MLX `h.0.attn.c_attn.weight` -> torch `transformer.h.0.attn.c_attn.weight`.
 Both keep Linear weights as (out, in), so the copy is a plain copy.
 
+It mirrors every ModelArgs switch of model.py (rope, rmsnorm, qk-norm, the MLP
+kinds, soft-capping, post-LN, no causal mask, no attention scale, an untied head,
+zero-init projections) op for op, with model.py's parameter names (`c_gate`,
+`q_norm`, `k_norm`; no `ln_f` parameters with post-LN), so the same copy works.
+A switch added to ModelArgs later is refused (common.check_mirrored) until it is
+mirrored here too.
+
 The training recipe is nanoGPT's train.py too: AdamW with weight decay on >= 2-D
 parameters only, `get_lr` (linear warmup, cosine to min_lr) and global-norm
 clipping, written here independently of MLX's optimizers so that the parity
@@ -18,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import math
 import re
+from functools import partial
 from typing import Any, Iterator
 
 import numpy as np
@@ -25,6 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from mlxgpt.bench.common import check_mirrored
 from mlxgpt.config import ModelArgs, TrainArgs
 
 
@@ -38,6 +47,52 @@ class LayerNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
+
+
+class RMSNorm(nn.Module):
+    """mlx.nn.RMSNorm (--norm rmsnorm, --qk-norm): x * rsqrt(mean(x^2) + eps) * weight, eps 1e-5
+    inside the root, a gain and no bias. Written out rather than torch.nn.RMSNorm, whose eps
+    defaults to the dtype's machine epsilon."""
+
+    def __init__(self, ndim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(ndim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()  # in float32 whatever x is, as MLX's fused rms_norm accumulates
+        normed = xf * torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + self.eps)
+        return (normed * self.weight).to(x.dtype)
+
+
+def make_norm(args: ModelArgs, dims: int | None = None) -> nn.Module:
+    """mlxgpt.model.make_norm: LayerNorm, or RMSNorm with --norm rmsnorm."""
+    dims = dims or args.n_embd
+    return RMSNorm(dims) if args.norm == "rmsnorm" else LayerNorm(dims, bias=args.bias)
+
+
+def position_angles(positions: torch.Tensor, dims: int, base: float = 10000.0) -> torch.Tensor:
+    """mlxgpt.model.position_angles, op for op: angle p / base^(2i/d) of clock i.  -> (T, d/2)"""
+    i = torch.arange(0, dims, 2, dtype=torch.float32, device=positions.device)
+    inv_freq = torch.exp(-math.log(base) * i / dims)
+    return positions.float()[:, None] * inv_freq[None, :]
+
+
+def sinusoidal_positions(positions: torch.Tensor, dims: int) -> torch.Tensor:
+    """The same interleaved sin/cos table as mlxgpt.model.sinusoidal_positions.  -> (T, d)"""
+    angles = position_angles(positions, dims)
+    return torch.stack([torch.sin(angles), torch.cos(angles)], dim=-1).reshape(positions.shape[0], dims)
+
+
+def rotary(x: torch.Tensor, offset: int = 0) -> torch.Tensor:
+    """mlxgpt.model.rotary (--pos-embedding rope): the non-interleaved ("halves", GPT-NeoX) layout,
+    channel i paired with i + hs/2, base 10000; `offset` = position of x's first token (the KV
+    cache's fill).  (B, nh, T, hs) -> same"""
+    T, hs = x.shape[2], x.shape[3]
+    angles = position_angles(torch.arange(offset, offset + T, device=x.device), hs)  # (T, hs/2)
+    cos, sin = torch.cos(angles), torch.sin(angles)
+    x1, x2 = x[..., : hs // 2], x[..., hs // 2:]
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).to(x.dtype)
 
 
 class KVCache:
@@ -63,64 +118,85 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, args: ModelArgs) -> None:
         super().__init__()
         self.c_attn = nn.Linear(args.n_embd, 3 * args.n_embd, bias=args.bias)
+        self.qk_norm = args.qk_norm
+        if args.qk_norm:  # model.py's --qk-norm: RMSNorm of each head's queries and keys, before the rotation
+            self.q_norm = RMSNorm(args.head_dim)
+            self.k_norm = RMSNorm(args.head_dim)
         self.c_proj = nn.Linear(args.n_embd, args.n_embd, bias=args.bias)
         self.resid_dropout = nn.Dropout(args.dropout)
         self.n_head, self.n_embd, self.dropout = args.n_head, args.n_embd, args.dropout
         self.block_size = args.block_size
+        self.rotary = args.pos_embedding == "rope"
+        self.causal = args.causal  # --no-causal-mask: no mask at all, with or without the cache
+        self.scale = 1.0 / math.sqrt(args.head_dim) if args.attn_scale else 1.0  # --no-attn-scale: 1
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         B, T, C = x.size()
+        offset = cache.offset if cache is not None else 0  # position of x's first token
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        offset = 0
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if self.rotary:  # rotated at their own positions, before the keys enter the cache (as model.py)
+            q, k = rotary(q, offset), rotary(k, offset)
         if cache is not None:
-            offset = cache.offset
             k, v = cache.update_and_fetch(k, v, self.block_size)
         dropout = self.dropout if self.training else 0.0
-        if offset == 0:  # nanoGPT's flash path
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=dropout, is_causal=True)
-        elif T == 1:  # one new token sees every cached position
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
+        sdpa = partial(F.scaled_dot_product_attention, dropout_p=dropout, scale=self.scale)
+        if not self.causal or (offset > 0 and T == 1):  # no mask; or one new token sees every cached position
+            y = sdpa(q, k, v)
+        elif offset == 0:  # nanoGPT's flash path
+            y = sdpa(q, k, v, is_causal=True)
         else:  # queries are the last T of offset + T positions
             allowed = torch.ones(T, offset + T, dtype=torch.bool, device=x.device).tril(diagonal=offset)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout)
+            y = sdpa(q, k, v, attn_mask=allowed)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble all head outputs side by side
         return self.resid_dropout(self.c_proj(y))
 
 
 class MLP(nn.Module):
+    """model.py's MLP: up (c_fc), a nonlinearity (--mlp), down (c_proj); width ModelArgs.mlp_hidden."""
+
     def __init__(self, args: ModelArgs) -> None:
         super().__init__()
-        self.c_fc = nn.Linear(args.n_embd, 4 * args.n_embd, bias=args.bias)
-        self.gelu = nn.GELU()  # exact (erf), like mlx.nn.gelu
-        self.c_proj = nn.Linear(4 * args.n_embd, args.n_embd, bias=args.bias)
+        self.kind = args.mlp
+        self.c_fc = nn.Linear(args.n_embd, args.mlp_hidden, bias=args.bias)
+        if args.mlp == "swiglu":  # --mlp swiglu: silu(c_gate(x)) * c_fc(x)
+            self.c_gate = nn.Linear(args.n_embd, args.mlp_hidden, bias=args.bias)
+        elif args.mlp == "gelu":
+            self.gelu = nn.GELU()  # exact (erf), like mlx.nn.gelu (the parity tests swap it out)
+        self.c_proj = nn.Linear(args.mlp_hidden, args.n_embd, bias=args.bias)
         self.dropout = nn.Dropout(args.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+        if self.kind == "swiglu":
+            h = F.silu(self.c_gate(x)) * self.c_fc(x)
+        elif self.kind == "gelu":
+            h = self.gelu(self.c_fc(x))
+        elif self.kind == "relu":
+            h = F.relu(self.c_fc(x))
+        else:  # relu2: model.py's mx.square(nn.relu(h))
+            h = torch.square(F.relu(self.c_fc(x)))
+        return self.dropout(self.c_proj(h))
 
 
 class Block(nn.Module):
     def __init__(self, args: ModelArgs) -> None:
         super().__init__()
-        self.ln_1 = LayerNorm(args.n_embd, bias=args.bias)
+        self.post_ln = args.post_ln
+        self.ln_1 = make_norm(args)
         self.attn = CausalSelfAttention(args)
-        self.ln_2 = LayerNorm(args.n_embd, bias=args.bias)
+        self.ln_2 = make_norm(args)
         self.mlp = MLP(args)
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        if self.post_ln:  # --post-ln: the original paper's x = ln(x + sublayer(x))
+            x = self.ln_1(x + self.attn(x, cache))
+            return self.ln_2(x + self.mlp(x))
         x = x + self.attn(self.ln_1(x), cache)
         return x + self.mlp(self.ln_2(x))
-
-
-def sinusoidal_positions(positions: torch.Tensor, dims: int) -> torch.Tensor:
-    """The same interleaved sin/cos table as mlxgpt.model.sinusoidal_positions.  -> (T, d)"""
-    i = torch.arange(0, dims, 2, dtype=torch.float32, device=positions.device)
-    inv_freq = torch.exp(-math.log(10000.0) * i / dims)
-    angles = positions.float()[:, None] * inv_freq[None, :]
-    return torch.stack([torch.sin(angles), torch.cos(angles)], dim=-1).reshape(positions.shape[0], dims)
 
 
 class GPT(nn.Module):
@@ -128,21 +204,27 @@ class GPT(nn.Module):
 
     def __init__(self, args: ModelArgs) -> None:
         super().__init__()
+        check_mirrored(args)  # a ModelArgs switch this file does not know: refuse, never compare another model
         self.args = args
         modules: dict[str, nn.Module] = dict(wte=nn.Embedding(args.vocab_size, args.n_embd))
         if args.pos_embedding == "learned":
             modules["wpe"] = nn.Embedding(args.block_size, args.n_embd)
+        # post-LN blocks end with a norm already: model.py's ln_f is then nn.Identity (no parameters)
         modules.update(drop=nn.Dropout(args.dropout), h=nn.ModuleList([Block(args) for _ in range(args.n_layer)]),
-                       ln_f=LayerNorm(args.n_embd, bias=args.bias))
+                       ln_f=nn.Identity() if args.post_ln else make_norm(args))
         self.transformer = nn.ModuleDict(modules)
         self.lm_head = nn.Linear(args.n_embd, args.vocab_size, bias=False)
         if args.tie_embeddings:
             self.transformer.wte.weight = self.lm_head.weight  # weight tying, as in nanoGPT
-        # nanoGPT's init (the benchmark then copies the MLX model's weights over it)
+        # nanoGPT's init (the benchmark then copies the MLX model's weights over it; the cold-start
+        # rows train from this one), with model.py's --zero-init-proj
         self.apply(self._init_weights)
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
-                torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * args.n_layer))
+                if args.zero_init_proj:
+                    torch.nn.init.zeros_(p)
+                else:
+                    torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * args.n_layer))
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -160,6 +242,14 @@ class GPT(nn.Module):
             n -= self.transformer.wpe.weight.numel()
         return n
 
+    def unembed(self, x: torch.Tensor) -> torch.Tensor:
+        """mlxgpt.model.GPT.unembed: the head, then --logit-softcap's cap * tanh(logits / cap)."""
+        logits = self.lm_head(x)
+        cap = self.args.logit_softcap
+        if cap:
+            logits = cap * torch.tanh(logits / cap)
+        return logits
+
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
                 cache: list[KVCache] | None = None, last_only: bool = False):
         """(B, T) ids -> (logits, loss). last_only: logits of the last position only
@@ -169,21 +259,23 @@ class GPT(nn.Module):
         if offset + T > self.args.block_size:
             raise ValueError(f"sequence of {offset + T} tokens exceeds block_size {self.args.block_size}")
         pos = torch.arange(offset, offset + T, dtype=torch.long, device=idx.device)
-        if "wpe" in self.transformer:
-            pos_emb = self.transformer.wpe(pos)
-        else:
-            pos_emb = sinusoidal_positions(pos, self.args.n_embd)
-        x = self.transformer.drop(self.transformer.wte(idx) + pos_emb)
+        x = self.transformer.wte(idx)
+        if self.args.pos_embedding == "learned":
+            x = x + self.transformer.wpe(pos)
+        elif self.args.pos_embedding == "sinusoidal":
+            x = x + sinusoidal_positions(pos, self.args.n_embd)
+        # rope: no position vector here; the attention rotates q and k instead
+        x = self.transformer.drop(x)
         for i, block in enumerate(self.transformer.h):
             x = block(x, cache[i] if cache else None)
         x = self.transformer.ln_f(x)
         if targets is not None:
-            logits = self.lm_head(x)
+            logits = self.unembed(x)
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
             return logits, loss
         if last_only:
-            return self.lm_head(x[:, [-1], :]), None
-        return self.lm_head(x), None
+            return self.unembed(x[:, [-1], :]), None
+        return self.unembed(x), None
 
     def make_cache(self) -> list[KVCache]:
         return [KVCache() for _ in self.transformer.h]
