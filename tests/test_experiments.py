@@ -171,3 +171,41 @@ def test_first_minutes_busy_processes_are_always_stopped():
 def test_first_minutes_help():
     result = run_cli("-m", "experiments.first_minutes", "--help")
     assert result.returncode == 0 and "--quick" in result.stdout and "--load" in result.stdout
+
+
+# ---------------------------------------------------------------- the ablation (experiments/ablate.py)
+
+
+def test_ablation_pairs_each_option_with_the_base_on_the_same_seed():
+    from experiments.ablate import summarise, verdict
+    rows = [dict(name=name, seed=seed, val_whole=loss, iters=100, tokens_per_s=1000.0)
+            for name, seed, loss in [("base", 1, 2.0), ("base", 2, 2.2), ("x", 1, 1.9), ("x", 2, 2.1),
+                                     ("y", 1, 2.05), ("y", 2, 2.15)]]
+    s = summarise(rows)
+    assert s["base"]["mean"] == pytest.approx(2.1) and "diff" not in s["base"]
+    # x is 0.1 better on both seeds: a paired difference with no spread, though the seeds differ by 0.2
+    assert s["x"]["diff"] == pytest.approx(-0.1) and s["x"]["diff_se"] == pytest.approx(0, abs=1e-9)
+    assert verdict(s["x"]) == "helps"
+    assert s["y"]["diff"] == pytest.approx(0.0, abs=1e-9) and s["y"]["diff_se"] == pytest.approx(0.05)
+    assert verdict(s["y"]) == "within noise"
+
+
+def test_ablation_base_resets_every_switch_a_preset_could_set():
+    from experiments.ablate import BASE, assert_every_switch_is_reset, configurations
+    assert_every_switch_is_reset()
+    configs = configurations(["base", "rope", "combination"], ["muon", "relu2"])
+    assert configs == {"base": [], "rope": ["--pos", "rope"], "combination": ["--optimizer", "muon", "--mlp", "relu2"]}
+    assert "--optimizer" in BASE and "adamw" in BASE
+
+
+def test_ablation_runs_scores_and_writes_its_table(tmp_path, text_file):
+    out = tmp_path / "ablate"
+    result = run_cli("-m", "experiments.ablate", "--data", text_file, "--budget", "1.5", "--seeds", "2",
+                     "--only", "base", "relu2", "--out", out, timeout=600)
+    assert result.returncode == 0, result.stderr
+    saved = json.loads((out / "ablate.json").read_text())
+    assert len(saved["runs"]) == 4 and {r["seed"] for r in saved["runs"]} == {1337, 1}
+    assert all(math.isfinite(r["val_whole"]) and r["reason"] == "time budget" for r in saved["runs"])
+    assert "diff_se" in saved["summary"]["relu2"]
+    table = (out / "ablate.md").read_text()
+    assert "| relu2 | `--mlp relu2` |" in table and "Δ vs base" in table
