@@ -1,6 +1,6 @@
 """Every picture mlxgpt draws, with matplotlib: a run's loss curves and the views of
 `mlxgpt inspect` (attention maps, token embeddings, positional encodings, the
-next-token distribution, the parameter tally).
+next-token distribution, the logit lens, the parameter tally).
 
 Each function takes plain numbers (numpy arrays, lists of labels) and returns a
 matplotlib `Figure`; `save(fig, "x.png")` writes it as PNG, SVG or PDF. The same
@@ -426,6 +426,57 @@ def next_token_bars(labels: Sequence[str], panels: Sequence[tuple[float, np.ndar
         _tokens_on_axis(ax, "y", labels, size=11)
         ax.tick_params(labelleft=True)  # every panel names its tokens
     axes[0].invert_yaxis()  # the favourite at the top (the axes share y)
+    return fig
+
+
+# ---------------------------------------------------------------- the residual stream and the logit lens
+
+
+def logit_lens_picture(p_final: np.ndarray, top_labels: Sequence[Sequence[str]], contributions: np.ndarray,
+                       row_labels: Sequence[str], tokens: Sequence[str], next_tokens: Sequence[str], title: str,
+                       *notes: str) -> Figure:
+    """Above, the logit lens as a heatmap, layer (row: the embedding, then each block) x position
+    (column): coloured by p_final, the probability that layer's lens gives to the model's final
+    prediction, with that layer's top token written in the cell. Below, contributions
+    (n_layer, positions): the length of what each block adds to the residual stream there."""
+    from matplotlib import colormaps
+
+    layers, P = p_final.shape
+    cell_w = min(0.8, max(0.45, 10.0 / P))  # inches per position
+    width = cell_w * P + 3.2
+    fig, body = new_figure(width, 0.42 * (2 * layers - 1) + 1.9, title, *notes)
+    lens_ax, added_ax = body.subplots(2, 1, height_ratios=[layers, layers - 1])
+    font = min(10.0, max(7.0, 14 * cell_w))
+
+    def cells(ax: Axes, values: np.ndarray, texts: Sequence[Sequence[str]], cmap, vmin: float, vmax: float):
+        image = ax.imshow(values, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest", aspect="auto")
+        for (r, c), v in np.ndenumerate(values):  # dark text on light cells, light on dark
+            light = (v - vmin) / ((vmax - vmin) or 1.0) > 0.6
+            ax.text(c, r, texts[r][c], ha="center", va="center", fontsize=font, parse_math=False,
+                    color="black" if light else "white")
+        ax.tick_params(length=0)
+        return image
+
+    image = cells(lens_ax, p_final, top_labels, colormaps["viridis"], 0.0, 1.0)
+    lens_ax.set_yticks(range(layers), row_labels, fontsize=9)
+    lens_ax.get_yticklabels()[-1].set_fontweight("bold")  # the last block's row: the model's own prediction
+    _tokens_on_axis(lens_ax, "x", next_tokens, size=font + 1)
+    lens_ax.set_xlabel("next token in the prompt (? = not yet written)", fontsize=9, color=NOTE)
+    top = lens_ax.secondary_xaxis("top")
+    top.set_xticks(range(P), tokens, fontsize=font + 1, parse_math=False,
+                   rotation=0 if all(len(s) <= 2 for s in tokens) else 90)
+    top.tick_params(length=0)
+    top.set_xlabel("token at the position →", fontsize=9)
+    body.colorbar(image, ax=lens_ax, label="p(final prediction)", shrink=0.9)
+
+    vmax = float(contributions.max()) or 1.0
+    numbers = [[f"{v:.2f}" if v < 1 else f"{v:.1f}" if v < 100 else f"{v:.0f}" for v in row] for row in contributions]
+    image = cells(added_ax, contributions, numbers, colormaps["magma"], 0.0, vmax)
+    added_ax.set_yticks(range(layers - 1), [f"+ block {l}" for l in range(layers - 1)], fontsize=9)
+    _tokens_on_axis(added_ax, "x", tokens, size=font + 1)
+    added_ax.set_title("what each block adds to the residual stream: ‖x after − x before‖", fontsize=10,
+                       fontweight="bold", loc="left")
+    body.colorbar(image, ax=added_ax, label="length (L2 norm)", shrink=0.9)
     return fig
 
 

@@ -1,4 +1,4 @@
-"""Look inside a trained model: `mlxgpt inspect params|attention|embeddings|positions|next`.
+"""Look inside a trained model: `mlxgpt inspect params|attention|embeddings|positions|next|stream`.
 
 Each view has a pure function that computes numbers from a model (tested on its
 own), a Rich rendering for the terminal, and a picture for `--save FILE.png|svg|pdf`

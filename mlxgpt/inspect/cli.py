@@ -17,6 +17,7 @@ VIEWS = {
     "embeddings": "nearest tokens, analogies, and a 2-D map of the token embeddings",
     "positions": "the positional encodings (sinusoidal curves, or learned similarity matrix)",
     "next": "the next-token distribution after a prompt, at temperatures 0.5, 1, 2",
+    "stream": "the residual stream block by block, and a logit lens: what each block would predict",
 }
 
 
@@ -67,6 +68,13 @@ def add_inspect_arguments(p: argparse.ArgumentParser) -> None:
                                                                   "(0.5, 1 and 2 are always shown side by side)")
     v.add_argument("--top", type=int, default=20, help="how many candidates to list")
     v.set_defaults(view_func=cmd_next)
+
+    v = views.add_parser("stream", help=VIEWS["stream"], description=VIEWS["stream"], formatter_class=fmt)
+    _common(v)
+    v.add_argument("--prompt", required=True, help="text whose residual stream to show (at most block_size tokens)")
+    v.add_argument("--positions", type=int, default=12, metavar="N",
+                   help="show the last N positions of the prompt (default 12; the terminal shows as many as fit)")
+    v.set_defaults(view_func=cmd_stream)
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -227,3 +235,22 @@ def cmd_next(args: argparse.Namespace) -> int:
     return _output(next_token.render(logits, tokenizer, shown, args.temperature, args.top, title),
                    lambda: next_token.picture(logits, tokenizer, shown, args.temperature, args.top,
                                               "Next-token distribution"), args.save)
+
+
+def cmd_stream(args: argparse.Namespace) -> int:
+    from mlxgpt.inspect import attention, stream
+    from mlxgpt.inspect.term import console
+
+    _check_save(args.save)
+    if args.positions < 1:
+        raise MlxgptError(f"--positions must be at least 1, got {args.positions}")
+    model, tokenizer, directory = _load(args)
+    ids, labels, cut = attention.prompt_tokens(tokenizer, args.prompt, model.args.block_size)
+    report = stream.analyse(model, ids, args.positions)
+    if cut:
+        console().print(f"the prompt is longer than the context ({model.args.block_size} tokens): "
+                        "showing its last tokens", style="yellow")
+    shown = _short("".join(labels))
+    title = f"Residual stream and logit lens — {_describe(model, directory)}"
+    return _output(stream.render(report, tokenizer, title),
+                   lambda: stream.picture(report, tokenizer, f"Logit lens for '{shown}'"), args.save)
