@@ -61,8 +61,11 @@ OPTIONS: dict[str, list[str]] = {
 }
 CLASSIC = ("relu", "post-ln", "no-attn-scale", "sinusoidal")
 DEFAULT_COMBINATION = ["muon", "rope", "rmsnorm", "qk-norm", "relu2", "untie-head", "zero-init-proj"]
-# Whatever the budget: the clock ends the run, evaluation only at the start and the end.
-RUN_FLAGS = ["--max-iters", "1000000", "--eval-interval", "1000000", "--sample-tokens", "0"]
+# Whatever the budget: the clock ends the run, and the cosine follows the clock to its end (a decay
+# by steps, such as a preset's --lr-decay-iters, would end early on a fast option and leave it at
+# min_lr for the rest of the budget); evaluation only at the start and the end.
+RUN_FLAGS = ["--max-iters", "1000000", "--lr-decay-iters", "1000000", "--eval-interval", "1000000",
+             "--sample-tokens", "0"]
 QUICK = dict(budget=10.0, seeds=[1337], only=["base", "muon", "relu2", "combination"])
 
 
@@ -106,6 +109,20 @@ def one_run(data: str, name: str, flags: list[str], seed: int, budget: float, ru
                tokens_per_s=row_tokens_per_s(out))
     print(f"    whole split {row['val_whole']:.4f}", flush=True)
     return row
+
+
+def kept_runs(out: Path, budget: float) -> dict[tuple[str, int], dict]:
+    """(name, seed) -> row, from --out's ablate.json: the runs of the same budget whose directory is still there."""
+    import json
+
+    try:
+        earlier = json.loads((out / "ablate.json").read_text())
+    except FileNotFoundError:
+        return {}
+    if earlier["budget"] != budget or earlier.get("run_flags") != RUN_FLAGS or earlier.get("base") != BASE:
+        return {}  # another protocol: nothing to keep
+    return {(row["name"], row["seed"]): row for row in earlier["runs"]
+            if (out / "runs" / f"{row['name']}-seed{row['seed']}").is_dir()}
 
 
 def row_tokens_per_s(out: Path) -> float:
@@ -191,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"the options trained together (default: {' '.join(DEFAULT_COMBINATION)})")
     p.add_argument("--quick", action="store_true", help=f"{QUICK['budget']:g} s runs, one seed, "
                    f"{', '.join(QUICK['only'])} only: a few minutes")
+    p.add_argument("--keep", action="store_true", help="reuse the runs of an earlier ablation in --out (its "
+                   "ablate.json) whose run directories are still there; train only the others (to finish a "
+                   "stopped ablation, or to redo a run disturbed by other work: delete its directory)")
     p.add_argument("--out", type=Path, default=Path("out/experiments/ablate"), help="where ablate.json/.md and the "
                                                                                      "runs go")
     args = p.parse_args(argv)
@@ -205,15 +225,21 @@ def main(argv: list[str] | None = None) -> int:
     began = time.perf_counter()
     rows: list[dict] = []
     results = dict(machine=machine(), command=command.strip(), quick=args.quick, budget=budget, seeds=seeds,
-                   classic_seeds=args.classic_seeds, blas="", configurations=configs, base=BASE, runs=rows)
+                   classic_seeds=args.classic_seeds, blas="", configurations=configs, base=BASE,
+                   run_flags=RUN_FLAGS, runs=rows)
+    kept = kept_runs(args.out, budget) if args.keep else {}
+    planned = [(seed, name) for i, seed in enumerate(seeds) for name in configs  # seed-major: a slow hour of
+               if not (name in CLASSIC and i >= args.classic_seeds)]         # the machine hits every configuration
     try:
         print("warming up the kernel cache (untimed)", flush=True)
-        warm_up(args.data, configs, args.out / "runs")
-        for i, seed in enumerate(seeds):  # seed-major: a slow hour of the machine hits every configuration
-            for name, flags in configs.items():
-                if name in CLASSIC and i >= args.classic_seeds:
-                    continue
-                rows.append(one_run(args.data, name, flags, seed, budget, args.out / "runs"))
+        warm_up(args.data, {name: configs[name] for seed, name in planned if (name, seed) not in kept},
+                args.out / "runs")
+        for seed, name in planned:
+            if (name, seed) in kept:
+                print(f"  {name}, seed {seed}: kept from the earlier ablation", flush=True)
+                rows.append(kept[name, seed])
+            else:
+                rows.append(one_run(args.data, name, configs[name], seed, budget, args.out / "runs"))
                 results.update(blas=rows[-1]["blas"] or "none (GPU)", summary=summarise(rows),
                                seconds=time.perf_counter() - began)
                 write_results(args.out, "ablate", markdown(results), results)  # so far: a stopped run keeps its rows

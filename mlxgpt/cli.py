@@ -90,8 +90,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tie-embeddings", action=argparse.BooleanOptionalAction, default=None,
                    help="share the token embedding with the unembedding (default yes)")
 
-    g = p.add_argument_group("architecture switches (all off by default: nanoGPT's GPT-2; "
-                             "docs/how-it-works.md measures each)")
+    g = p.add_argument_group("architecture switches (off by default: nanoGPT's GPT-2; the cpu-speedrun preset "
+                             "turns some on; docs/how-it-works.md, \"Since GPT-2\", measures each)")
     g.add_argument("--untie-head", dest="tie_embeddings", action="store_const", const=False,
                    help="a separate unembedding matrix (= --no-tie-embeddings)")
     g.add_argument("--norm", choices=SWITCH_CHOICES["norm"], help="layernorm (the default) or rmsnorm")

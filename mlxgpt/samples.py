@@ -82,6 +82,9 @@ def sample_examples(model: GPT, tokenizer: Tokenizer, n: int, *, batch_size: int
     Sample i draws its tokens with its own random key (sample_key), so it does not depend on
     n or on the batch size (up to float rounding in the batched matmuls, which could only flip
     a draw that sits on a tie)."""
+    from mlxgpt.generate import check_can_generate  # here: importing samples.py stays light (--help)
+
+    check_can_generate(model)
     end = tokenizer.end_id
     if end is None:
         raise MlxgptError("the tokenizer has no newline token, which ends every example of a --format lines model")

@@ -28,8 +28,10 @@ if str(REPO_ROOT) not in sys.path:  # import the checkout's mlxgpt even when it 
 # One set of shapes for every tiny model in the suite.
 TINY_MODEL = dict(n_layer=2, n_head=2, n_embd=32, block_size=16)
 TINY_BATCH = 8
+# The CPU default preset (cpu-speedrun) turns on rotary positions and RMSNorm: the tiny runs keep GPT-2's
+# learned positions and LayerNorm, which the tests of positions, parameters and parity were written for.
 TINY_FLAGS = ["--n-layer", "2", "--n-head", "2", "--n-embd", "32", "--block-size", "16", "--batch-size", "8",
-              "--no-ui", "--sample-tokens", "0"]
+              "--no-ui", "--sample-tokens", "0", "--pos", "learned", "--norm", "layernorm"]
 
 _NOUNS = "cat dog bird king queen fox man maid".split()
 _VERBS = "sees likes finds follows loves calls".split()

@@ -209,3 +209,13 @@ def test_ablation_runs_scores_and_writes_its_table(tmp_path, text_file):
     assert "diff_se" in saved["summary"]["relu2"]
     table = (out / "ablate.md").read_text()
     assert "| relu2 | `--mlp relu2` |" in table and "Δ vs base" in table
+    # --keep: a run whose directory was deleted is trained again, the others are reused as they were
+    import shutil
+    shutil.rmtree(out / "runs" / "relu2-seed1")
+    again = run_cli("-m", "experiments.ablate", "--data", text_file, "--budget", "1.5", "--seeds", "2",
+                    "--only", "base", "relu2", "--out", out, "--keep", timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("kept from the earlier ablation") == 3 and "relu2, seed 1:" in again.stdout
+    redone = json.loads((out / "ablate.json").read_text())["runs"]
+    assert [r for r in redone if r["name"] == "base"] == [r for r in saved["runs"] if r["name"] == "base"]
+    assert (out / "runs" / "relu2-seed1").is_dir()

@@ -57,6 +57,9 @@ def test_gpt3_tally_is_exact_and_computed_from_the_shape():
     {"tie_embeddings": False},
     {"pos_embedding": "sinusoidal"},
     {"bias": True, "tie_embeddings": False, "pos_embedding": "sinusoidal", "n_head": 4},
+    {"pos_embedding": "rope", "norm": "rmsnorm", "qk_norm": True, "mlp": "swiglu", "bias": True},
+    {"mlp": "swiglu", "post_ln": True, "tie_embeddings": False},
+    {"norm": "rmsnorm", "bias": True, "mlp": "relu2", "qk_norm": True},
 ])
 def test_tally_of_a_small_model_equals_its_real_parameter_count(overrides):
     args = ModelArgs(**{"vocab_size": 29, "block_size": 12, "n_layer": 3, "n_head": 2, "n_embd": 24, **overrides})
@@ -165,6 +168,17 @@ def test_sinusoidal_model_adds_exactly_the_formula(trained_run_sinusoidal):
     model, _ = load(trained_run_sinusoidal)
     pe = positions.position_vectors(model)
     np.testing.assert_allclose(pe, positions.reference_sinusoidal(*pe.shape), atol=2e-5)
+
+
+def test_rotary_model_shows_its_rotation_clocks_per_head():
+    """A RoPE model adds nothing to the stream: the view shows the rotation angles' sines and
+    cosines, the sinusoidal formula with d = the head size, which depend on distance only."""
+    model = GPT(ModelArgs(vocab_size=29, block_size=12, n_layer=1, n_head=2, n_embd=24, pos_embedding="rope"))
+    pe = positions.position_vectors(model)
+    np.testing.assert_allclose(pe, positions.reference_sinusoidal(12, 12), atol=1e-6)
+    sim = positions.cosine_similarity_matrix(pe)
+    assert sim[0, 3] == pytest.approx(sim[5, 8], abs=1e-6)  # relative: only the distance matters
+    assert positions.picture(model, "rope").axes
 
 
 def test_position_similarity_matrix_is_a_cosine_matrix(trained):

@@ -209,9 +209,9 @@ MODERN_FLAGS = ["--pos", "rope", "--norm", "rmsnorm", "--qk-norm", "--mlp", "rel
 
 def test_switches_are_saved_resumed_and_generate(tmp_path, text_file):
     out = tmp_path / "run"
-    common = ["train.py", "--data", text_file, "--out", out, *TINY_FLAGS, "--eval-interval", "20",
+    common = ["train.py", "--data", text_file, "--out", out, *TINY_FLAGS, *MODERN_FLAGS, "--eval-interval", "20",
               "--eval-iters", "2", "--lr", "3e-3", "--warmup-iters", "5"]
-    result = run_cli(*common, "--max-iters", "20", *MODERN_FLAGS)
+    result = run_cli(*common, "--max-iters", "20")
     assert result.returncode == 0, result.stderr
     saved = json.loads((out / "latest" / "config.json").read_text())["model"]
     assert saved | dict(pos_embedding="rope", norm="rmsnorm", qk_norm=True, mlp="relu2", tie_embeddings=False,

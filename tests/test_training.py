@@ -234,6 +234,9 @@ def test_cpu_speedrun_preset_is_complete_and_overridable(tmp_path, text_file):
     config = json.loads((out / "latest" / "config.json").read_text())
     assert config["train"]["time_budget"] == 120 and config["train"]["lr"] == 6e-3
     assert config["model"]["n_embd"] == 32  # the flag beat the preset
+    # the switches the ablation chose come with it (docs/how-it-works.md, "Since GPT-2"; TINY_FLAGS resets them)
+    assert (preset.model["pos_embedding"], preset.model["norm"], config["train"]["optimizer"]) == \
+        ("rope", "rmsnorm", "muon")
 
 
 def test_the_clock_brings_the_cosine_forward_but_never_cuts_the_warmup():

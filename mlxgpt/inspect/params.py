@@ -29,18 +29,26 @@ class Shape:
     mlp_ratio: int = 4
     n_ctx: int = 2048
     bias: bool = True
-    pos_embedding: str = "learned"  # "learned" | "sinusoidal" (no parameters)
+    pos_embedding: str = "learned"  # "learned" | "sinusoidal" | "rope" (no parameters)
     tied: bool = False  # unembedding is the embedding matrix transposed
+    # architecture switches that change the count (see ModelArgs)
+    swiglu: bool = False  # a gate matrix beside the MLP's up-projection, d_mlp = mlp_hidden
+    mlp_hidden: int | None = None  # the MLP's width when it is not mlp_ratio × d_model
+    rmsnorm: bool = False  # norms with a gain only, even with biases
+    qk_norm: bool = False  # a gain per head channel for queries and keys, in every layer
+    post_ln: bool = False  # no final norm
 
     @property
     def d_mlp(self) -> int:
-        return self.mlp_ratio * self.d_model
+        return self.mlp_hidden or self.mlp_ratio * self.d_model
 
     @classmethod
     def from_args(cls, args: ModelArgs) -> "Shape":
         return cls(n_vocab=args.vocab_size, d_model=args.n_embd, n_layer=args.n_layer, n_head=args.n_head,
                    d_head=args.head_dim, mlp_ratio=4, n_ctx=args.block_size, bias=args.bias,
-                   pos_embedding=args.pos_embedding, tied=args.tie_embeddings)
+                   pos_embedding=args.pos_embedding, tied=args.tie_embeddings, swiglu=args.mlp == "swiglu",
+                   mlp_hidden=args.mlp_hidden, rmsnorm=args.norm == "rmsnorm", qk_norm=args.qk_norm,
+                   post_ln=args.post_ln)
 
 
 # GPT-3 175B as published (Brown et al. 2020, table 2.1): 96 layers of 96 heads of 128, d_model 12,288,
@@ -70,6 +78,18 @@ class Row:
         return " × ".join(f"{f:,}" for f in self.factors)
 
 
+def d_mlp_symbol(s: Shape) -> str:
+    return "d_mlp" if s.mlp_hidden else f"{s.mlp_ratio}·d_model"
+
+
+def mlp_up_row(s: Shape) -> Row:
+    if s.swiglu:  # SwiGLU: the up-projection and its gate, both d_model -> d_mlp (8/3 d_model)
+        return Row("mlp_up", FAMILY_NAMES["mlp_up"], "n_layer × 2 × d_model × d_mlp", (s.n_layer, 2, s.d_model, s.d_mlp),
+                   f"SwiGLU: the up-projection and its gate, d_model → d_mlp = {s.d_mlp}")
+    return Row("mlp_up", FAMILY_NAMES["mlp_up"], f"n_layer × d_model × {d_mlp_symbol(s)}",
+               (s.n_layer, s.d_model, s.d_mlp), f"the MLP's up-projection, d_model → {d_mlp_symbol(s)}")
+
+
 def family_rows(s: Shape) -> list[Row]:
     """The eight weight-matrix families, each as a product of the shape's numbers."""
     tied = "the embedding matrix, transposed (tied: stored once)" if s.tied else ""
@@ -83,9 +103,8 @@ def family_rows(s: Shape) -> list[Row]:
             "value down-projection, one per head"),
         Row("output", FAMILY_NAMES["output"], "n_layer × n_head × d_head × d_model",
             (s.n_layer, s.n_head, s.d_head, s.d_model), "value up-projection: heads back to d_model"),
-        Row("mlp_up", FAMILY_NAMES["mlp_up"], f"n_layer × d_model × {s.mlp_ratio}·d_model",
-            (s.n_layer, s.d_model, s.d_mlp), "the MLP's up-projection, d_model → 4·d_model"),
-        Row("mlp_down", FAMILY_NAMES["mlp_down"], f"n_layer × {s.mlp_ratio}·d_model × d_model",
+        mlp_up_row(s),
+        Row("mlp_down", FAMILY_NAMES["mlp_down"], f"n_layer × {d_mlp_symbol(s)} × d_model",
             (s.n_layer, s.d_mlp, s.d_model), "the MLP's down-projection, back to d_model"),
         Row("unembedding", FAMILY_NAMES["unembedding"], "d_model × n_vocab", (s.d_model, s.n_vocab), tied),
     ]
@@ -95,20 +114,29 @@ def other_rows(s: Shape) -> list[Row]:
     """Parameters outside the eight families."""
     h = s.n_head * s.d_head  # width of all heads side by side (= d_model in GPT-2/3)
     if s.bias:
-        # per layer: q, k, v biases (3h), attention output (d_model), MLP up (d_mlp) and down (d_model)
-        biases = Row("biases", "Biases of the linear layers", "n_layer × (3·n_head·d_head + 2·d_model + d_mlp)",
-                     (s.n_layer, 3 * h + 2 * s.d_model + s.d_mlp))
+        # per layer: q, k, v biases (3h), attention output (d_model), MLP up (d_mlp, and the gate's) and down
+        up = "2·d_mlp" if s.swiglu else "d_mlp"
+        biases = Row("biases", "Biases of the linear layers", f"n_layer × (3·n_head·d_head + 2·d_model + {up})",
+                     (s.n_layer, 3 * h + 2 * s.d_model + (2 if s.swiglu else 1) * s.d_mlp))
     else:
         biases = Row("biases", "Biases of the linear layers", "none (bias=False)", (0,))
-    per_norm = 2 if s.bias else 1  # gain, plus a bias when biases are on
-    norm_formula = f"(2·n_layer + 1) × {'2·' if s.bias else ''}d_model"
-    norm = Row("layernorm", "LayerNorm gains" + (" and biases" if s.bias else ""), norm_formula,
-               (2 * s.n_layer + 1, per_norm * s.d_model), "two per block + the final one")
+    with_bias = s.bias and not s.rmsnorm  # RMSNorm has a gain only
+    kind = "RMSNorm" if s.rmsnorm else "LayerNorm"
+    norms, which = (2 * s.n_layer, "two per block, no final one (post-LN)") if s.post_ln else \
+        (2 * s.n_layer + 1, "two per block + the final one")
+    norm_formula = f"({'2·n_layer' if s.post_ln else '2·n_layer + 1'}) × {'2·' if with_bias else ''}d_model"
+    norm = Row("layernorm", f"{kind} gains" + (" and biases" if with_bias else ""), norm_formula,
+               (norms, (2 if with_bias else 1) * s.d_model), which)
     if s.pos_embedding == "learned":
         pos = Row("position", "Positional embedding (learned)", "n_ctx × d_model", (s.n_ctx, s.d_model))
     else:
-        pos = Row("position", "Positional encoding (sinusoidal)", "none: a fixed formula", (0,))
-    return [biases, norm, pos]
+        pos = Row("position", f"Positional encoding ({'rotary' if s.pos_embedding == 'rope' else 'sinusoidal'})",
+                  "none: a fixed formula", (0,))
+    rows = [biases, norm, pos]
+    if s.qk_norm:
+        rows.append(Row("qk_norm", "QK-norm gains", "n_layer × 2 × d_head", (s.n_layer, 2, s.d_head),
+                        "queries' and keys' RMSNorm, shared by the heads"))
+    return rows
 
 
 @dataclass(frozen=True)
@@ -145,7 +173,7 @@ def model_counts(model) -> dict[str, int]:
     A tied model has no unembedding array: it is reported as the embedding's
     size under "unembedding" and under "shared", so that families + others -
     shared equals the sum of all arrays."""
-    counts = {k: 0 for k in FAMILIES + ("biases", "layernorm", "position", "shared", "unknown")}
+    counts = {k: 0 for k in FAMILIES + ("biases", "layernorm", "qk_norm", "position", "shared", "unknown")}
     for path, w in tree_flatten(model.parameters()):
         parts = path.split(".")
         if path == "wte.weight":
@@ -156,6 +184,8 @@ def model_counts(model) -> dict[str, int]:
             counts["unembedding"] += w.size
         elif parts[-2].startswith("ln_"):
             counts["layernorm"] += w.size
+        elif parts[-2] in ("q_norm", "k_norm"):
+            counts["qk_norm"] += w.size
         elif parts[-1] == "bias":
             counts["biases"] += w.size
         elif path.endswith("attn.c_attn.weight"):  # (3·C, C): query, key, value rows stacked
@@ -163,7 +193,7 @@ def model_counts(model) -> dict[str, int]:
                 counts[key] += w.size // 3
         elif path.endswith("attn.c_proj.weight"):
             counts["output"] += w.size
-        elif path.endswith("mlp.c_fc.weight"):
+        elif path.endswith(("mlp.c_fc.weight", "mlp.c_gate.weight")):
             counts["mlp_up"] += w.size
         elif path.endswith("mlp.c_proj.weight"):
             counts["mlp_down"] += w.size

@@ -4,7 +4,9 @@ A sinusoidal model adds the fixed vectors of `model.sinusoidal_positions`:
     PE[p, 2i] = sin(p / 10000^(2i/d)),  PE[p, 2i+1] = cos(p / 10000^(2i/d))
 — each pair of dimensions is a clock ticking at its own speed. A learned model
 has a trained table `wpe` (block_size, d_model); the interesting part is which
-positions ended up with similar vectors (their cosine-similarity matrix).
+positions ended up with similar vectors (their cosine-similarity matrix). A rotary
+(RoPE) model adds nothing: it rotates each head's queries and keys by the same
+clocks' angles, with d = the head size (`model.rotary`); shown are those clocks.
 """
 
 from __future__ import annotations
@@ -16,16 +18,19 @@ import numpy as np
 from mlxgpt.model import GPT, sinusoidal_positions
 
 FORMULA = "PE[p, 2i] = sin(p / 10000^(2i/d)),  PE[p, 2i+1] = cos(p / 10000^(2i/d))"
+ROPE_FORMULA = "q, k channels (i, i + hs/2) of every head rotated by the angle p / 10000^(2i/hs)"
 
 
 def position_vectors(model: GPT) -> np.ndarray:
-    """(block_size, d_model): what the model adds to the token embedding at each position."""
+    """(block_size, d_model): what the model adds to the token embedding at each position; for
+    rotary positions (block_size, head size): the sines and cosines of the rotation angles."""
     import mlx.core as mx
 
     if model.args.pos_embedding == "learned":
         pe = model.wpe.weight  # the trained table
     else:
-        pe = sinusoidal_positions(mx.arange(model.args.block_size), model.args.n_embd)
+        dims = model.args.head_dim if model.args.pos_embedding == "rope" else model.args.n_embd
+        pe = sinusoidal_positions(mx.arange(model.args.block_size), dims)
     return np.array(pe.astype(mx.float32)).astype(np.float64)
 
 
@@ -84,9 +89,17 @@ def render(model: GPT, title: str):
     step = math.ceil(T / min(64, con.width - 4))  # at most 64 positions fit the terminal; --save shows all
     every = f" (one in {step} positions)" if step > 1 else ""
     parts: list = [Text(title, style="bold")]
+    if model.args.pos_embedding == "rope":
+        parts.append(Text("Rotary (RoPE, fixed, no parameters):  " + ROPE_FORMULA, style="bold cyan"))
+        parts.append(Text("Nothing is added to the residual stream: attention compares rotated queries and keys, "
+                          "so a score depends only on how far apart two positions are. The rotation angles are "
+                          "the sinusoidal clocks with d = the head size; shown below as sin/cos pairs.",
+                          style="dim"))
     if model.args.pos_embedding == "sinusoidal":
         parts.append(Text("Sinusoidal (fixed, no parameters):  " + FORMULA, style="bold cyan"))
-        parts.append(Text("p = position, d = model width, i = pair index: each pair of dimensions is a "
+    if model.args.pos_embedding in ("sinusoidal", "rope"):
+        parts.append(Text(f"p = position, d = {'head size' if model.args.pos_embedding == 'rope' else 'model width'}"
+                          ", i = pair index: each pair of dimensions is a "
                           "sine/cosine clock; low dimensions tick fast, high ones slowly.", style="dim"))
         table = Table(title="a few of the clocks", title_justify="left", header_style="bold")
         table.add_column("dims")
@@ -122,8 +135,9 @@ def picture(model: GPT, title: str):
 
     pe = position_vectors(model)
     T, d = pe.shape
-    if model.args.pos_embedding == "sinusoidal":
-        return plots.sinusoidal_encoding(pe, [(pair, wavelength(pair, d)) for pair in curve_pairs(d)], FORMULA, title)
+    if model.args.pos_embedding in ("sinusoidal", "rope"):
+        formula = ROPE_FORMULA if model.args.pos_embedding == "rope" else FORMULA
+        return plots.sinusoidal_encoding(pe, [(pair, wavelength(pair, d)) for pair in curve_pairs(d)], formula, title)
     sim = cosine_similarity_matrix(pe)
     return plots.position_similarity(
         sim, title, f"Learned positional embedding: cosine similarity between the vectors of positions p (row) "
