@@ -164,6 +164,20 @@ def test_dashboard_shows_the_time_budget_and_says_when_samples_are_off():
     assert "budget 2:00" in text and "--sample-tokens 0" in text
 
 
+def test_with_a_time_budget_progress_and_eta_follow_the_clock_when_it_ends_the_run_first():
+    """The speed-run's 5000 steps are a cap: 120 s end it. At step 260 after 30 s the bar shows a
+    quarter done and the ETA is the budget's 90 s left, not the steps' 9 minutes."""
+    dash = RichDashboard(console=Console(file=StringIO()), live=False)
+    run = started(5000)
+    run.train_args.update(time_budget=120.0)
+    dash(run)
+    dash(make(StepLogged, iter=260, max_iters=5000, train_loss=2.0, lr=1e-3, grad_norm=1.0, ms_per_iter=100.0,
+              tokens_per_s=15_000.0, elapsed_s=30.0, active_memory_mb=7.0, peak_memory_mb=100.0))
+    assert dash.state.progress() == pytest.approx(0.25) and dash.state.eta() == pytest.approx(90.0)
+    text = render(dash.renderable(150, 40), 150, 40)
+    assert "25%" in text and "ETA 1:30" in text and "budget 2:00" in text
+
+
 def test_live_dashboard_restores_the_terminal_and_prints_the_summary(tmp_path):
     out = StringIO()
     console = Console(file=out, force_terminal=True, width=100, height=30, color_system="256")

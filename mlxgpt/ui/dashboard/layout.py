@@ -73,14 +73,14 @@ def header(state: DashboardState) -> Table:
 
 
 def progress_line(state: DashboardState) -> Table:
-    it, total = state.iteration, max(1, state.max_iters)
+    it, done = state.iteration, state.progress()
     grid = Table.grid(expand=True, padding=(0, 1))
     grid.add_column(no_wrap=True)
     grid.add_column(ratio=1)
     grid.add_column(no_wrap=True, justify="right")
     grid.add_row(Text(f"iter {it:,}/{state.max_iters:,}", style="bold"),
-                 ProgressBar(total=total, completed=min(it, total), complete_style="green", finished_style="green"),
-                 Text(f"{it / total:4.0%}  elapsed {duration(state.elapsed())}  ETA {duration(state.eta())}"
+                 ProgressBar(total=1.0, completed=done, complete_style="green", finished_style="green"),
+                 Text(f"{done:4.0%}  elapsed {duration(state.elapsed())}  ETA {duration(state.eta())}"
                       + (f"  budget {duration(state.time_budget)}" if state.time_budget else "")))
     return grid
 

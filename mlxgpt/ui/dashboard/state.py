@@ -87,7 +87,19 @@ class DashboardState:
         done = self.step.iter - self.started.start_iter
         if done <= 0:
             return None
-        return self.step.elapsed_s / done * max(0, self.max_iters - self.step.iter)
+        by_steps = self.step.elapsed_s / done * max(0, self.max_iters - self.step.iter)
+        if self.time_budget:  # the clock may end the run first (sooner still if a resumed run spent some)
+            return min(by_steps, max(0.0, self.time_budget - self.step.elapsed_s))
+        return by_steps
+
+    def progress(self) -> float:
+        """The share of the run done: of max_iters, or of --time-budget when the clock is further along."""
+        by_steps = self.iteration / max(1, self.max_iters)
+        if self.finished:
+            return 1.0
+        if self.time_budget and self.step:
+            return min(1.0, max(by_steps, self.step.elapsed_s / self.time_budget))
+        return min(1.0, by_steps)
 
     @property
     def samples_on(self) -> bool:
