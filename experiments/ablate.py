@@ -27,6 +27,7 @@ import argparse
 import math
 import os
 import shlex
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -34,6 +35,8 @@ from pathlib import Path
 from experiments.first_minutes import fresh, machine, mlxgpt_run
 from experiments.runs import run_timed, write_results
 from mlxgpt.config import SWITCH_FLAGS
+from mlxgpt.data import read_text, split_text
+from mlxgpt.errors import MlxgptError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -96,17 +99,14 @@ def warm_up(data: str, configs: dict[str, list[str]], runs: Path) -> None:
         run_timed(train_command(data, flags, out, "--max-iters", "3"), f"warm-up of {name}", cwd=ROOT)
 
 
-def one_run(data: str, name: str, flags: list[str], seed: int, budget: float, runs: Path) -> dict:
-    """train.py for one configuration and seed; its whole-split val loss."""
+def one_run(data: str, val_text: str, name: str, flags: list[str], seed: int, budget: float, runs: Path) -> dict:
+    """train.py for one configuration and seed; its whole-split val loss (on `val_text`)."""
     from experiments.tokenizers import whole_split
-    from mlxgpt.data import read_text, split_text
 
     out = fresh(runs / f"{name}-seed{seed}")
     command = train_command(data, flags, out, "--time-budget", f"{budget:g}", "--seed", str(seed))
     row = mlxgpt_run(command, out, f"{name}, seed {seed}", dict(os.environ))
-    _, val_text = split_text(read_text(data))
-    row.update(name=name, seed=seed, val_whole=whole_split(out / "latest", val_text).loss,
-               tokens_per_s=row_tokens_per_s(out))
+    row.update(name=name, seed=seed, val_whole=whole_split(out / "latest", val_text).loss)
     print(f"    whole split {row['val_whole']:.4f}", flush=True)
     return row
 
@@ -125,15 +125,9 @@ def kept_runs(out: Path, budget: float) -> dict[tuple[str, int], dict]:
             if (out / "runs" / f"{row['name']}-seed{row['seed']}").is_dir()}
 
 
-def row_tokens_per_s(out: Path) -> float:
-    from experiments.runs import read_events
-    return read_events(out / "metrics.jsonl")["run_finished"]["tokens_per_s"]
-
-
 def mean_sd(values: list[float]) -> tuple[float, float]:
-    mean = sum(values) / len(values)
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else float("nan")
-    return mean, sd
+    """Mean and sample standard deviation (NaN for one value)."""
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else float("nan")
 
 
 def summarise(rows: list[dict]) -> dict[str, dict]:
@@ -228,6 +222,11 @@ def main(argv: list[str] | None = None) -> int:
                    classic_seeds=args.classic_seeds, blas="", configurations=configs, base=BASE,
                    run_flags=RUN_FLAGS, runs=rows)
     kept = kept_runs(args.out, budget) if args.keep else {}
+    try:
+        _, val_text = split_text(read_text(args.data))  # every run is scored on the same split
+    except MlxgptError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     planned = [(seed, name) for i, seed in enumerate(seeds) for name in configs  # seed-major: a slow hour of
                if not (name in CLASSIC and i >= args.classic_seeds)]         # the machine hits every configuration
     try:
@@ -239,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {name}, seed {seed}: kept from the earlier ablation", flush=True)
                 rows.append(kept[name, seed])
             else:
-                rows.append(one_run(args.data, name, configs[name], seed, budget, args.out / "runs"))
+                rows.append(one_run(args.data, val_text, name, configs[name], seed, budget, args.out / "runs"))
                 results.update(blas=rows[-1]["blas"] or "none (GPU)", summary=summarise(rows),
                                seconds=time.perf_counter() - began)
                 write_results(args.out, "ablate", markdown(results), results)  # so far: a stopped run keeps its rows

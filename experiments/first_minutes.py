@@ -160,6 +160,7 @@ def mlxgpt_run(command: list[str], out: Path, what: str, env: dict[str, str]) ->
     row = dict(command=shown(command), preset=started["preset"], preset_note=started["preset_note"],
                device=started["device"], blas=started["blas"], parallelism=started["parallelism"],
                iters=finished["iter"], reason=finished["reason"], train_seconds=finished["train_seconds"],
+               tokens_per_s=finished["tokens_per_s"],
                wall_seconds=seconds, val_estimate=finished["final_val_loss"],
                best_val_estimate=finished["best_val_loss"], checkpoint=str(out / "best"))
     print(f"  {what}: preset {row['preset']}, {row['iters']} iters ({row['reason']}), "

@@ -17,13 +17,18 @@ from mlxgpt.model import GPT, attention_weights
 from mlxgpt.tokenizers import Tokenizer
 
 
-def attention_maps(model: GPT, ids: list[int]) -> np.ndarray:
-    """(n_layer, n_head, T, T) attention weights of a prompt; row = query, column = key."""
+def check_prompt(model: GPT, ids: list[int]) -> None:
+    """A prompt the views can run: at least one token, at most the model's context."""
     if not ids:
         raise MlxgptError("the prompt is empty: pass --prompt with at least one character")
     if len(ids) > model.args.block_size:
         raise MlxgptError(f"the prompt is {len(ids)} tokens, more than the model's context of "
                           f"{model.args.block_size}: shorten it")
+
+
+def attention_maps(model: GPT, ids: list[int]) -> np.ndarray:
+    """(n_layer, n_head, T, T) attention weights of a prompt; row = query, column = key."""
+    check_prompt(model, ids)
     idx = mx.array(ids, dtype=mx.int32)[None]  # (1, T)
     x = model.embed(idx)  # (1, T, C): token + position; dropout is off in eval mode
     maps = []

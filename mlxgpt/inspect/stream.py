@@ -22,6 +22,7 @@ import mlx.core as mx
 import numpy as np
 
 from mlxgpt.errors import MlxgptError
+from mlxgpt.inspect.attention import check_prompt
 from mlxgpt.model import GPT
 from mlxgpt.tokenizers import Tokenizer
 
@@ -30,14 +31,6 @@ POSITIONS = 12  # positions shown by default: the last ones of the prompt
 CAPTION = ("Logit lens: each row applies the model's final norm and unembedding to the residual stream as it is "
            "after that block, as if the model stopped there; the last row is the model's own prediction. "
            "Each cell is the top next token at that position and its probability.")
-
-
-def check_prompt(model: GPT, ids: list[int]) -> None:
-    if not ids:
-        raise MlxgptError("the prompt is empty: pass --prompt with at least one character")
-    if len(ids) > model.args.block_size:
-        raise MlxgptError(f"the prompt is {len(ids)} tokens, more than the model's context of "
-                          f"{model.args.block_size}: shorten it")
 
 
 def residual_stream(model: GPT, ids: list[int]) -> np.ndarray:
