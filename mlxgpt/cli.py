@@ -349,6 +349,50 @@ def cmd_launch(args: argparse.Namespace) -> int:
     return launch(args.ranks, args.hostfile, train_args, args.backend, args.port)
 
 
+# ---------------------------------------------------------------- export, import-nanogpt
+
+
+def add_export_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = ("Write a trained model as a standard model directory that other tools load as their own: "
+                     "--to mlx-lm for mlx_lm.load / generate / server / LoRA / quantisation, --to hf for Hugging "
+                     "Face transformers (GPT2LMHeadModel, PyTorch). Needs `pip install -e '.[interop]'`.")
+    p.add_argument("--to", required=True, choices=("mlx-lm", "hf"), help="the format to write")
+    p.add_argument("run", metavar="RUN", help="run directory (its best checkpoint) or checkpoint directory")
+    p.add_argument("out", metavar="OUT_DIR", help="new or empty directory to write the model into")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier export in OUT_DIR")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from mlxgpt.interop.export import export_run
+
+    export_run(args.run, args.out, args.to, overwrite=args.overwrite)
+    return 0
+
+
+def add_import_nanogpt_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = ("Turn a nanoGPT checkpoint (ckpt.pt, and the meta.pkl of its character-level dataset) into an "
+                     "mlxgpt run directory that generate, eval and inspect use. The files are read without running "
+                     "any code in them (torch.load(weights_only=True), and an unpickler that admits only dicts, "
+                     "strings and numbers). Needs PyTorch: `pip install -e '.[interop]'`.")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="CKPT.pt [META.pkl] OUT_RUN (without META.pkl: the "
+                                                            "meta.pkl beside CKPT.pt)")
+    add_data_argument(p, "the text the model was trained on (e.g. shakespeare), recorded so that `mlxgpt eval` "
+                         "can score it without --data")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in OUT_RUN")
+
+
+def cmd_import_nanogpt(args: argparse.Namespace) -> int:
+    from mlxgpt.interop.nanogpt import import_nanogpt
+
+    if len(args.paths) not in (2, 3):
+        raise MlxgptError(f"import-nanogpt takes CKPT.pt [META.pkl] OUT_RUN, got {len(args.paths)} path(s): "
+                          "e.g. mlxgpt import-nanogpt out-shakespeare-char/ckpt.pt data/shakespeare_char/meta.pkl "
+                          "out/nano")
+    checkpoint, *meta, out = args.paths
+    import_nanogpt(checkpoint, meta[0] if meta else None, out, data=args.data, overwrite=args.overwrite)
+    return 0
+
+
 # ---------------------------------------------------------------- main
 
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]] = {
@@ -361,6 +405,8 @@ COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[a
     "launch": (add_launch_arguments, cmd_launch, "data-parallel training over processes/machines"),
     "bench": (bench.add_bench_arguments, bench.cmd_bench, "MLX vs PyTorch: speed, MFU, memory, cold start, parity"),
     "classify": (add_classify_arguments, cmd_classify, "GPT-1 classification: fine-tune on labelled texts, predict"),
+    "export": (add_export_arguments, cmd_export, "write a model for mlx-lm or Hugging Face transformers"),
+    "import-nanogpt": (add_import_nanogpt_arguments, cmd_import_nanogpt, "a nanoGPT ckpt.pt as an mlxgpt run"),
 }
 
 
