@@ -95,7 +95,7 @@ def test_the_out_dir_is_new_empty_or_an_earlier_export(tmp_path):
 def test_a_switch_gpt2_cannot_express_is_one_line_and_writes_nothing(trained_run_sinusoidal, tmp_path):
     for to in ("mlx-lm", "hf"):
         result = run_cli("-m", "mlxgpt", "export", "--to", to, trained_run_sinusoidal, tmp_path / "out")
-        assert_clean_failure(result, "--pos-embedding sinusoidal", "cannot express")
+        assert_clean_failure(result, "--pos-embedding sinusoidal", "cannot express", "--pos learned")
     assert not (tmp_path / "out").exists()
 
 
@@ -249,3 +249,37 @@ def test_export_replaces_only_an_earlier_export(trained_run, tmp_path):
     assert result.returncode == 0, result.stderr
     assert '"gpt_bigcode"' in (out / "config.json").read_text()
     assert not list(tmp_path.glob(".hf.tmp-*"))
+
+
+def test_a_lines_model_starts_and_stops_at_the_newline_in_the_other_libraries(tmp_path):
+    """--format lines: every example starts after the end token and ends with it. The export makes the
+    newline BOS and EOS, so mlx-lm and transformers continue a prompt as `generate.py` does."""
+    _needs("mlx_lm", "torch", "transformers", "tokenizers")
+    import torch
+    from mlx_lm import generate, load as mlx_lm_load
+    from mlx_lm.sample_utils import make_sampler
+    from transformers import AutoTokenizer, GPT2LMHeadModel
+
+    words = tmp_path / "words.txt"
+    words.write_text("".join(f"{'ba' * (i % 3 + 1)}{'ku' * (i % 2)}\n" for i in range(300)), encoding="utf-8")
+    run = tmp_path / "run"
+    result = run_cli("train.py", "--data", words, "--format", "lines", "--out", run, *TINY_FLAGS, "--max-iters",
+                     "150", "--eval-interval", "150", "--eval-iters", "2", "--lr", "3e-3")
+    assert result.returncode == 0, result.stderr
+    ours = run_cli("generate.py", "--checkpoint", run, "--prompt", "ba", "--temperature", "0", "--max-new-tokens", "12")
+    assert ours.returncode == 0, ours.stderr
+    example = ours.stdout.splitlines()[0]  # the prompt and its greedy continuation, up to the end token
+    model, tokenizer = load(run)
+    end = tokenizer.end_id
+
+    their_model, their_tokenizer = mlx_lm_load(str(_export(run, "mlx-lm", tmp_path / "mlx-lm")))
+    assert their_tokenizer.encode("ba") == [end, *tokenizer.encode("ba")] and end in their_tokenizer.eos_token_ids
+    text = generate(their_model, their_tokenizer, "ba", max_tokens=12, sampler=make_sampler(temp=0.0))
+    assert "ba" + text == example and len(example) > 2, (text, example)
+
+    out = _export(run, "hf", tmp_path / "hf")
+    hf, hf_tokenizer = GPT2LMHeadModel.from_pretrained(out).eval(), AutoTokenizer.from_pretrained(out)
+    ids = hf_tokenizer("ba", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        generated = hf.generate(ids, max_new_tokens=12, do_sample=False)
+    assert hf_tokenizer.decode(generated[0, ids.shape[1]:], skip_special_tokens=True) == example[2:]

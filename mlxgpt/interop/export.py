@@ -66,14 +66,26 @@ def unsupported(args: ModelArgs, to: str) -> list[str]:
             if name not in expressible and getattr(args, name) != getattr(defaults, name)]
 
 
+# the train.py flags that put each switch back to GPT-2's choice (a preset may have set it: cpu-speedrun's
+# rotary positions and RMSNorm)
+GPT2_FLAGS = {"pos_embedding": "--pos learned", "norm": "--norm layernorm", "mlp": "--mlp gelu",
+              "qk_norm": "--no-qk-norm", "logit_softcap": "--logit-softcap 0", "post_ln": "--no-post-ln",
+              "causal": "", "attn_scale": ""}  # "": no flag; leave out --no-causal-mask, --no-attn-scale
+
+
 def check_exportable(args: ModelArgs, to: str) -> None:
     problems = unsupported(args, to)
     if problems:
         target = ("mlx-lm's gpt_bigcode (GPT-2 with the exact GELU)" if to == "mlx-lm"
                   else "Hugging Face's GPT2LMHeadModel")
-        hint = " (--to hf can express it)" if not unsupported(args, "hf") else ""
+        hint = "; --to hf can express it" if not unsupported(args, "hf") else ""
+        named = [name for name in GPT2_FLAGS if any(problem.split()[0] == SWITCH_FLAGS[name] for problem in problems)]
+        fixes = " ".join(GPT2_FLAGS[name] for name in named if GPT2_FLAGS[name])
+        dropped = " ".join(SWITCH_FLAGS[name] for name in named if not GPT2_FLAGS[name])
+        how = " and ".join(part for part in (f"with {fixes}" if fixes else "", f"without {dropped}" if dropped else "")
+                           if part)
         raise MlxgptError(f"this model was trained with {', '.join(problems)}, which {target} cannot express{hint}: "
-                          "export a model with GPT-2's architecture (train without those flags)")
+                          f"to export one, train it {how} (GPT-2's choices)")
 
 
 # ---------------------------------------------------------------- weights
@@ -182,8 +194,8 @@ def export_run(run: str | Path, out: str | Path, to: str, *, overwrite: bool = F
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        files = write_hf_tokenizer(tokenizer, tmp, model_max_length=args.block_size,
-                                   eos_token=tokenizer.decode([eos_id]) if eos_id is not None else None)
+        end = tokenizer.decode([eos_id]) if eos_id is not None else None  # a lines model starts and ends with it
+        files = write_hf_tokenizer(tokenizer, tmp, model_max_length=args.block_size, eos_token=end, bos_token=end)
         mx.save_safetensors(str(tmp / "model.safetensors"), gpt2_weights(model, to), metadata={"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(gpt2_config(args, to, eos_id), indent=2) + "\n", encoding="utf-8")
         (tmp / "README.md").write_text(model_card(source, args, to, tokenizer, out), encoding="utf-8")

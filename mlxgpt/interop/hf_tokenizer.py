@@ -183,17 +183,25 @@ def _bpe_model(tk, texts: list[str], scores: list[float], normal: list[int], unk
 
 
 def write_hf_tokenizer(tokenizer: Tokenizer, directory: Path, *, model_max_length: int,
-                       eos_token: str | None = None) -> list[str]:
+                       eos_token: str | None = None, bos_token: str | None = None) -> list[str]:
     """Write tokenizer.json and tokenizer_config.json into `directory` (which exists); return their names.
+
+    `bos_token` (one of our tokens; a --format lines model's newline, which every example starts
+    from) is put in front of every text encoded with special tokens, as the other libraries encode
+    a prompt; ids without special tokens stay ours.
 
     The written tokenizer.json is read back and compared with ours (ids and decode) on a hard probe
     text, on each vocabulary entry's text and on each token's decode; if any differs, the files are
     removed and MlxgptError names the first differing text."""
     tk = _tokenizers_library()
     hf = hf_tokenizer(tokenizer)
-    if eos_token is not None:
-        _check_eos_token(tokenizer, eos_token)
-        hf.add_special_tokens([tk.AddedToken(eos_token, special=True, normalized=False)])
+    for special in {eos_token, bos_token} - {None}:
+        _check_eos_token(tokenizer, special)
+        hf.add_special_tokens([tk.AddedToken(special, special=True, normalized=False)])
+    if bos_token is not None:
+        bos_id = tokenizer.encode(bos_token)[0]
+        hf.post_processor = tk.processors.TemplateProcessing(single=f"{bos_token} $A", pair=f"{bos_token} $A $B",
+                                                             special_tokens=[(bos_token, bos_id)])
     config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "model_max_length": int(model_max_length),
@@ -203,6 +211,8 @@ def write_hf_tokenizer(tokenizer: Tokenizer, directory: Path, *, model_max_lengt
     }
     if eos_token is not None:
         config["eos_token"] = eos_token
+    if bos_token is not None:
+        config.update(bos_token=bos_token, add_bos_token=True)
     directory = Path(directory)
     hf.save(str(directory / TOKENIZER_FILE))
     (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
