@@ -283,3 +283,16 @@ def test_a_lines_model_starts_and_stops_at_the_newline_in_the_other_libraries(tm
     with torch.no_grad():
         generated = hf.generate(ids, max_new_tokens=12, do_sample=False)
     assert hf_tokenizer.decode(generated[0, ids.shape[1]:], skip_special_tokens=True) == example[2:]
+
+
+def test_a_sentencepiece_unigram_model_is_refused_in_one_line(text_file, tmp_path):
+    _needs("tokenizers")
+    pytest.importorskip("google.protobuf", reason="needs the interop extra: protobuf")
+    run = tmp_path / "run"
+    result = run_cli("train.py", "--data", text_file, "--out", run, *TINY_FLAGS, "--tokenizer", "sentencepiece",
+                     "--sp-model-type", "unigram", "--vocab-size", "300", "--max-iters", "10", "--eval-interval", "10",
+                     "--eval-iters", "2")
+    assert result.returncode == 0, result.stderr
+    assert_clean_failure(run_cli("-m", "mlxgpt", "export", "--to", "mlx-lm", run, tmp_path / "out"),
+                         "unigram", "--sp-model-type bpe")
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.tmp-*"))
