@@ -296,3 +296,8 @@ def test_a_sentencepiece_unigram_model_is_refused_in_one_line(text_file, tmp_pat
     assert_clean_failure(run_cli("-m", "mlxgpt", "export", "--to", "mlx-lm", run, tmp_path / "out"),
                          "unigram", "--sp-model-type bpe")
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.tmp-*"))
+
+
+def test_a_missing_run_is_one_line(tmp_path):
+    assert_clean_failure(run_cli("-m", "mlxgpt", "export", "--to", "hf", tmp_path / "none", tmp_path / "out"),
+                         "does not exist")

@@ -443,3 +443,13 @@ def test_without_torch(small, tmp_path, monkeypatch):
 def test_nanogpt_out_dir_is_accepted(small, tmp_path):
     """nanoGPT's out_dir (out-shakespeare-char) stands for the ckpt.pt inside it."""
     assert nanogpt.import_nanogpt(str(small.parent), None, str(tmp_path / "run")) == tmp_path / "run" / "best"
+
+
+def test_a_text_file_given_as_the_checkpoint_is_named_as_such(tmp_path):
+    """Without META.pkl the meta.pkl beside CKPT is looked for, but a file that is no torch.save
+    archive at all is refused first, for what it is."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a checkpoint\n")
+    assert_clean_failure(run_cli("-m", "mlxgpt", "import-nanogpt", notes, tmp_path / "out"),
+                         "is not a PyTorch checkpoint")
+    assert not (tmp_path / "out").exists()

@@ -179,6 +179,8 @@ def export_run(run: str | Path, out: str | Path, to: str, *, overwrite: bool = F
         raise MlxgptError(f"unknown --to {to!r}: choose one of {', '.join(FORMATS)}")
     from mlxgpt.interop.hf_tokenizer import write_hf_tokenizer  # needs the `tokenizers` library
 
+    if not Path(run).exists():
+        raise MlxgptError(f"run {run} does not exist: pass a run directory that train.py wrote, e.g. out/shakespeare")
     source = resolve_checkpoint(run)
     config = read_config(source)
     args = ModelArgs.from_dict(config["model"])

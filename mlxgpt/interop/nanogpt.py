@@ -348,9 +348,14 @@ def import_nanogpt(checkpoint: str, meta: str | None, out: str, data: str | None
     check_writable(out_dir)  # before the (slow) load: someone else's directory, or a run not to replace
     if not overwrite:
         refuse_existing_run(out_dir, how)
+    _regular_file(ckpt_path, "checkpoint")
+    with open(ckpt_path, "rb") as f:
+        magic = f.read(4)
+    if not (magic.startswith(b"PK\x03\x04") or magic[:1] == b"\x80"):  # torch.save's zip, or its older pickle
+        raise MlxgptError(f"{ckpt_path} is not a PyTorch checkpoint (torch.save writes a zip archive): pass the "
+                          "ckpt.pt that nanoGPT's train.py wrote")
     if meta is None:
         beside = ckpt_path.with_name("meta.pkl")
-        _regular_file(ckpt_path, "checkpoint")
         if not beside.is_file():
             raise MlxgptError(f"no meta.pkl beside {ckpt_path}: without one nanoGPT encodes text with GPT-2's BPE "
                               "(tiktoken), which mlxgpt does not have; pass the meta.pkl of the character-level "
