@@ -101,14 +101,17 @@ def causal_mask(Tq: int, Tk: int, start: int | mx.array | None = None) -> mx.arr
 
 
 def attention_weights(q: mx.array, k: mx.array, scale: float, start: int | mx.array | None = None,
-                      causal: bool = True) -> mx.array:
-    """softmax(q k^T / sqrt(hs)) under the causal mask: (B, nh, Tq, Tk), rows sum to 1."""
+                      causal: bool = True, mask: mx.array | None = None) -> mx.array:
+    """softmax(q k^T / sqrt(hs)) under the causal mask: (B, nh, Tq, Tk), rows sum to 1.
+    `mask` (booleans broadcastable to the scores, True = may attend) hides more keys, e.g. padding."""
     # the scores and their softmax in float32 even when the model computes in bfloat16 (--dtype):
     # a sum of many small exponentials is where half precision loses the most
     scores = ((q * scale) @ k.transpose(0, 1, 3, 2)).astype(mx.float32)
     if causal:  # --no-causal-mask skips this: every position then sees the token it must predict
         allowed = causal_mask(q.shape[2], k.shape[2], start)
         scores = mx.where(allowed, scores, mx.array(-mx.inf, scores.dtype))
+    if mask is not None:
+        scores = mx.where(mask, scores, mx.array(-mx.inf, scores.dtype))
     # softmax written out: subtract the row max (stability), exponentiate, normalise
     weights = mx.exp(scores - mx.max(scores, axis=-1, keepdims=True))
     return (weights / mx.sum(weights, axis=-1, keepdims=True)).astype(q.dtype)
