@@ -27,7 +27,8 @@ import numpy as np
 from mlxgpt.config import MetadataFile
 from mlxgpt.data import MAX_DATA_BYTES, TextSource, read_text
 from mlxgpt.errors import MlxgptError
-from mlxgpt.tokenizers.base import UnknownCharactersError, visible
+from mlxgpt.tokenizers.base import visible
+from mlxgpt.tokenizers.char import check_characters, encode_characters
 
 # The languages number_pairs offers (num2words knows more; these were checked to write 0-9999 in
 # plain letters, spaces, hyphens and commas).
@@ -155,14 +156,8 @@ class PairVocabulary:
 
     def encode(self, text: str) -> list[int]:
         """Characters -> ids (no specials added: make_batch places bos, eos and pad)."""
-        try:
-            return [self.index[c] for c in text]
-        except KeyError:
-            unknown = sorted({c for c in text if c not in self.index})
-            shown = " ".join(repr(c) for c in unknown[:10]) + (" ..." if len(unknown) > 10 else "")
-            raise UnknownCharactersError(
-                f"{len(unknown)} character(s) not in the vocabulary: {shown}; remove them "
-                "(the vocabulary knows only the characters of its training pairs)") from None
+        return encode_characters(self.index, text, "the vocabulary",
+                                 "the vocabulary knows only the characters of its training pairs")
 
     def decode(self, ids: Iterable[int]) -> str:
         """Ids -> characters, the specials dropped."""
@@ -189,15 +184,7 @@ class PairVocabulary:
         chars = file.check(file.read(), {"chars": list[str]}, required=["chars"])["chars"]
         if not chars:
             raise file.error("chars is empty")
-        first: dict[str, int] = {}
-        for i, c in enumerate(chars):
-            if len(c) != 1 or "\ud800" <= c <= "\udfff":  # a lone surrogate cannot be printed or encoded
-                raise file.error(f"chars[{i}] must be one character, got {json.dumps(c)}")
-            if c in first:
-                raise file.error(f"chars[{i}] repeats chars[{first[c]}] ({json.dumps(c)}): each character "
-                                 "needs its own id")
-            first[c] = i
-        return cls(chars)
+        return cls(check_characters(chars, file))
 
 
 # ---------------------------------------------------------------- batches
