@@ -38,6 +38,8 @@ from mlxgpt.config import MetadataFile, ModelArgs, TrainArgs, parse_json
 from mlxgpt.errors import MlxgptError
 from mlxgpt.files import fsync_dir
 from mlxgpt.model import GPT
+from mlxgpt.seq2seq.data import PairVocabulary
+from mlxgpt.seq2seq.model import EncoderDecoder, Seq2SeqArgs
 from mlxgpt.tokenizers import TOKENIZERS, Tokenizer, load_tokenizer
 
 FORMAT = "mlxgpt-checkpoint"
@@ -48,8 +50,13 @@ OPTIMIZER = "optimizer.safetensors"
 STATE = "state.json"
 
 # config.json's top level and tokenizer section (the model and train sections are ModelArgs's and TrainArgs's)
-CONFIG_SCHEMA = {"format_version": int, "mlxgpt_version": str, "model": dict, "train": dict, "tokenizer": dict,
-                 "preset": str, "data": str | None, "data_sha256": str | None, "data_format": str, "init_from": dict}
+CONFIG_SCHEMA = {"format_version": int, "mlxgpt_version": str, "architecture": str, "model": dict, "train": dict,
+                 "tokenizer": dict, "preset": str, "data": str | None, "data_sha256": str | None, "data_format": str,
+                 "init_from": dict}
+# What a checkpoint holds: the GPT (and every checkpoint from before the field), or the encoder-decoder
+# of mlxgpt/seq2seq. Each command reads only the kind it can use (read_config's `architecture`).
+ARCHITECTURES = ("gpt", "encoder-decoder")
+DESCRIBED = {"gpt": "a GPT (decoder-only)", "encoder-decoder": "an encoder-decoder (mlxgpt/seq2seq)"}
 TOKENIZER_SCHEMA = {"kind": str, "vocab_size": int, "files": list[str]}
 
 # state.json, as the training loop writes it (training.LoopState); null: no evaluation yet
@@ -69,7 +76,7 @@ def _fsync_file(path: Path) -> None:
         os.fsync(f.fileno())
 
 
-def save_checkpoint(directory: Path, model: GPT, tokenizer: Tokenizer, *, train_args: dict[str, Any] | None = None,
+def save_checkpoint(directory: Path, model: GPT | EncoderDecoder, tokenizer: Tokenizer | PairVocabulary, *, train_args: dict[str, Any] | None = None,
                     extra: dict[str, Any] | None = None, optimizer_state: Any = None,
                     state: dict[str, Any] | None = None) -> Path:
     """Write a complete checkpoint to `directory`, replacing any old one atomically."""
@@ -90,6 +97,7 @@ def save_checkpoint(directory: Path, model: GPT, tokenizer: Tokenizer, *, train_
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "mlxgpt_version": mlxgpt.__version__,
+        "architecture": "encoder-decoder" if isinstance(model, EncoderDecoder) else "gpt",
         "model": vars(model.args).copy(),
         "train": train_args or {},
         "tokenizer": {"kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size,
@@ -154,9 +162,10 @@ def latest_run(root: Path = Path("out")) -> Path:
     return max(configs, key=lambda p: p.stat().st_mtime).parent.parent
 
 
-def read_config(checkpoint_dir: Path) -> dict[str, Any]:
+def read_config(checkpoint_dir: Path, architecture: str = "gpt") -> dict[str, Any]:
     """config.json, checked against its schema before anything is built from it (the one
-    check of config.json, made on every load); returned with its checked values."""
+    check of config.json, made on every load); returned with its checked values. A checkpoint
+    of another `architecture` than the caller's is refused in one line."""
     file = MetadataFile(checkpoint_dir / CONFIG, f"restore {CONFIG} from a backup, or retrain",
                         unreadable="is unreadable or corrupt")
     config = file.read()
@@ -168,19 +177,27 @@ def read_config(checkpoint_dir: Path) -> dict[str, Any]:
         raise MlxgptError(f"{checkpoint_dir} was written by a newer mlxgpt ({config.get('mlxgpt_version')!r}): "
                           "upgrade mlxgpt")
     config = {**config, **file.check(config, CONFIG_SCHEMA, required=["model", "train", "tokenizer"])}
-    args = ModelArgs.from_saved(config["model"], file)
+    saved = config.get("architecture", "gpt")
+    if saved not in ARCHITECTURES:
+        raise MlxgptError(f"{checkpoint_dir} holds a model of architecture {saved!r}, which this mlxgpt does not know: "
+                          "upgrade mlxgpt")
+    if saved != architecture:
+        raise MlxgptError(f"{checkpoint_dir} holds {DESCRIBED[saved]}, and this command needs {DESCRIBED[architecture]}: "
+                          "pass a checkpoint of that kind")
+    args = (ModelArgs if saved == "gpt" else Seq2SeqArgs).from_saved(config["model"], file)
+    kinds = TOKENIZERS if saved == "gpt" else {PairVocabulary.kind: PairVocabulary}
     train = TrainArgs.from_saved(config["train"], file)
     tokenizer = file.check(config["tokenizer"], TOKENIZER_SCHEMA, section="tokenizer", required=["kind", "files"])
     if tokenizer.get("vocab_size", args.vocab_size) != args.vocab_size:
         raise file.error(f"tokenizer.vocab_size ({tokenizer['vocab_size']}) differs from model.vocab_size "
                          f"({args.vocab_size})")
-    if tokenizer["kind"] not in TOKENIZERS:
+    if tokenizer["kind"] not in kinds:
         raise MlxgptError(f"{checkpoint_dir} uses tokenizer {tokenizer['kind']!r}, which this mlxgpt does not know: "
                           "upgrade mlxgpt")
     for name in tokenizer["files"]:
         if name in ("", ".", "..") or any(c in name for c in "/\\\0"):
             raise file.error(f"tokenizer.files must name files in the checkpoint directory, got {name!r}")
-    return {**config, "model": vars(args).copy(), "train": train, "tokenizer": tokenizer}
+    return {**config, "architecture": saved, "model": vars(args).copy(), "train": train, "tokenizer": tokenizer}
 
 
 def _float32(name: str) -> str:
@@ -254,11 +271,15 @@ def _load_arrays(path: Path, what: str, dtype_of: Callable[[str], str],
         raise MlxgptError(f"{path} is corrupt ({what} could not be read): use another checkpoint or retrain") from None
 
 
-def load_model(checkpoint_dir: Path, config: dict[str, Any] | None = None) -> GPT:
-    """The model, from a config that read_config checked. GPT() only builds MLX's lazy graph:
-    nothing is allocated before the weights file's header matches the model's parameters."""
+def load_model(checkpoint_dir: Path, config: dict[str, Any] | None = None) -> GPT | EncoderDecoder:
+    """The model, from a config that read_config checked (a GPT unless the config says otherwise).
+    GPT() only builds MLX's lazy graph: nothing is allocated before the weights file's header
+    matches the model's parameters."""
     config = config or read_config(checkpoint_dir)
-    model = GPT(ModelArgs.from_dict(config["model"]))
+    if config.get("architecture", "gpt") == "encoder-decoder":
+        model = EncoderDecoder(Seq2SeqArgs(**config["model"]))
+    else:
+        model = GPT(ModelArgs.from_dict(config["model"]))
     shapes = {name: tuple(w.shape) for name, w in tree_flatten(model.parameters())}
     weights = _load_arrays(checkpoint_dir / WEIGHTS, "model weights", _float32, shapes)
     try:
@@ -271,9 +292,10 @@ def load_model(checkpoint_dir: Path, config: dict[str, Any] | None = None) -> GP
     return model
 
 
-def load_checkpoint_tokenizer(checkpoint_dir: Path, config: dict[str, Any] | None = None) -> Tokenizer:
+def load_checkpoint_tokenizer(checkpoint_dir: Path, config: dict[str, Any] | None = None) -> Tokenizer | PairVocabulary:
     config = config or read_config(checkpoint_dir)
-    tokenizer = load_tokenizer(config["tokenizer"]["kind"], checkpoint_dir)
+    kind = config["tokenizer"]["kind"]
+    tokenizer = PairVocabulary.load(checkpoint_dir) if kind == PairVocabulary.kind else load_tokenizer(kind, checkpoint_dir)
     expected = config["model"]["vocab_size"]
     if tokenizer.vocab_size != expected:  # else generation would index out of range
         raise MlxgptError(f"{checkpoint_dir} is corrupt: its tokenizer has {tokenizer.vocab_size} tokens but the "
@@ -281,10 +303,11 @@ def load_checkpoint_tokenizer(checkpoint_dir: Path, config: dict[str, Any] | Non
     return tokenizer
 
 
-def load(path: Path | str) -> tuple[GPT, Tokenizer]:
-    """(model, tokenizer) from a run directory or a checkpoint directory, ready to generate."""
+def load(path: Path | str, architecture: str = "gpt") -> tuple[GPT, Tokenizer]:
+    """(model, tokenizer) from a run directory or a checkpoint directory, ready to generate;
+    architecture="encoder-decoder": (EncoderDecoder, PairVocabulary)."""
     checkpoint_dir = resolve_checkpoint(path)
-    config = read_config(checkpoint_dir)
+    config = read_config(checkpoint_dir, architecture)
     return load_model(checkpoint_dir, config), load_checkpoint_tokenizer(checkpoint_dir, config)
 
 

@@ -135,6 +135,7 @@ class PairVocabulary:
     The specials come first so that their ids never depend on the data, and pad = 0 is
     Seq2SeqArgs' default pad_id: Seq2SeqArgs(vocab_size=vocab.vocab_size) needs nothing else."""
 
+    kind = "pairs"  # config.json's tokenizer.kind for an encoder-decoder checkpoint
     pad_id, bos_id, eos_id = PAD_ID, BOS_ID, EOS_ID
 
     def __init__(self, chars: Sequence[str]) -> None:

@@ -22,7 +22,7 @@ import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_flatten, tree_map_with_path
 
-from mlxgpt.config import ModelArgs
+from mlxgpt.config import MetadataFile, ModelArgs, field_types
 from mlxgpt.errors import MlxgptError
 from mlxgpt.model import MLP, Block, CausalSelfAttention, KVCache, attention_weights, make_norm, sinusoidal_positions
 
@@ -62,6 +62,17 @@ class Seq2SeqArgs:
         self.to_model_args()  # checks the shared shape: vocabulary, heads, widths, dropout
         if not 0 <= self.pad_id < self.vocab_size:
             raise MlxgptError(f"pad_id must be a token id, 0 to {self.vocab_size - 1}, got {self.pad_id}")
+
+    @classmethod
+    def from_saved(cls, values: object, file: MetadataFile) -> "Seq2SeqArgs":
+        """The `model` section of an encoder-decoder checkpoint's config.json: every field present,
+        of exactly its annotated type, and a valid shape (one line naming the field, if not)."""
+        schema = field_types(cls)
+        checked = file.check(values, schema, section="model", required=list(schema))
+        try:
+            return cls(**checked)
+        except MlxgptError as exc:
+            raise file.error(f"model: {exc}") from None
 
     def to_model_args(self) -> ModelArgs:
         """The ModelArgs the GPT's pieces (Block, CausalSelfAttention, MLP, make_norm) are built from.
