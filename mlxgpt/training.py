@@ -271,6 +271,7 @@ class Run:
     make_step: StepFactory = make_train_step  # mlxgpt/fast plugs its own in here
     plain: bool = False  # --plain: samples too are drawn without mlxgpt/fast
     dtype: mx.Dtype = mx.float32  # precision of the forward and backward passes (--dtype)
+    sample: Callable[["Run"], str] | None = None  # the eval-time sample's text (default: continue sample_prompt)
 
 
 def train(run: Run, on_event: EventHandler) -> RunFinished:
@@ -348,7 +349,8 @@ def train(run: Run, on_event: EventHandler) -> RunFinished:
                                   best_val_loss=state.best_val_loss, is_best=is_best,
                                   val_loss_per_example=per_example(run.data, losses["val"])))
                 if args.sample_tokens > 0 and run.world.is_main:
-                    on_event(SampleGenerated(iter=state.iter, prompt=args.sample_prompt, text=_sample(run)))
+                    text = (run.sample or _sample)(run)
+                    on_event(SampleGenerated(iter=state.iter, prompt=args.sample_prompt, text=text))
                 if is_best:
                     _save(run, "best", on_event)
                 _save(run, "latest", on_event)

@@ -17,6 +17,7 @@ extra) is imported only when numbers are written out.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 import os
 from numbers import Integral
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from mlxgpt.config import MetadataFile
-from mlxgpt.data import MAX_DATA_BYTES, TextSource, read_text
+from mlxgpt.data import MAX_DATA_BYTES, TextSource, _Sampler, read_text
 from mlxgpt.errors import MlxgptError
 from mlxgpt.tokenizers.base import visible
 from mlxgpt.tokenizers.char import check_characters, encode_characters
@@ -257,6 +258,52 @@ def sample_batches(pairs: Sequence[Pair], vocab: PairVocabulary, batch_size: int
         rows = batch_rows(len(pairs), batch_size, seed, index)
         yield src[rows], tgt_in[rows], tgt_out[rows]
         index += 1
+
+
+# ---------------------------------------------------------------- for the training loop
+
+
+@dataclass
+class PairsDataset:
+    """Translation pairs in the shape mlxgpt's training loop takes (training.train, the GPT's loop):
+    a row's input is its source and target input stacked, (2, T), which EncoderDecoder splits; its
+    targets are tgt_out with -1 at padding, masked_cross_entropy's "nothing to predict here". So the
+    loop, its compiled step, evaluation and checkpoints serve the encoder-decoder unchanged."""
+
+    train: tuple[np.ndarray, np.ndarray]  # inputs (N, 2, T), targets (N, T)
+    val: tuple[np.ndarray, np.ndarray]
+    train_chars: int  # target characters, each target with one for its end (bits per character)
+    val_chars: int
+
+    @classmethod
+    def from_pairs(cls, train: Sequence[Pair], val: Sequence[Pair], vocab: PairVocabulary,
+                   block_size: int) -> "PairsDataset":
+        def rows(pairs: Sequence[Pair]) -> tuple[np.ndarray, np.ndarray]:
+            src, tgt_in, tgt_out = make_batch(pairs, vocab, block_size)
+            return np.stack([src, tgt_in], axis=1), np.where(tgt_out == vocab.pad_id, -1, tgt_out).astype(np.int32)
+
+        if not train or not val:
+            raise MlxgptError(f"{'training' if not train else 'validation'} split has no pairs: give more pairs")
+        return cls(rows(train), rows(val), sum(len(t) + 1 for _, t in train), sum(len(t) + 1 for _, t in val))
+
+    def sampler(self, split: str, batch_size: int, block_size: int, seed: int, rank: int = 0) -> "PairSampler":
+        return PairSampler(*getattr(self, split), batch_size, seed, rank)
+
+    def target_tokens(self, split: str) -> int:
+        return int((getattr(self, split)[1] >= 0).sum())
+
+
+class PairSampler(_Sampler):
+    """Random pairs (rows of PairsDataset), seeded like the GPT's samplers: batch(iteration)
+    depends only on (seed, rank, iteration), so --resume continues with the same batches."""
+
+    def __init__(self, inputs: np.ndarray, targets: np.ndarray, batch_size: int, seed: int, rank: int = 0) -> None:
+        super().__init__(batch_size, seed, rank)
+        self.inputs, self.targets = inputs, targets
+
+    def _draw(self, rng: np.random.Generator, count: int) -> tuple[np.ndarray, np.ndarray]:
+        rows = rng.integers(0, len(self.inputs), size=(count, self.batch_size))
+        return self.inputs[rows], self.targets[rows]  # (count, B, 2, T), (count, B, T)
 
 
 # ---------------------------------------------------------------- scores

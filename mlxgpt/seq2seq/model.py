@@ -276,8 +276,12 @@ class EncoderDecoder(nn.Module):
             x = block(x, memory_kv[i], src_mask, cache.self_attn[i] if cache is not None else None)
         return self.wte.as_linear(self.ln_f(x))  # tied unembedding: logits = x @ wte^T
 
-    def __call__(self, src: mx.array, tgt_in: mx.array) -> mx.array:
-        """Source ids (B, Ts) and target input ids (B, Tt) (bos + target, right-padded) -> logits (B, Tt, V)."""
+    def __call__(self, src: mx.array, tgt_in: mx.array | None = None) -> mx.array:
+        """Source ids (B, Ts) and target input ids (B, Tt) (bos + target, right-padded) -> logits (B, Tt, V).
+        The training loop hands every model one input array per batch: for this model the two
+        stacked, (B, 2, T) with T = block_size (seq2seq/data.py's PairsDataset), split here."""
+        if tgt_in is None:
+            src, tgt_in = src[:, 0], src[:, 1]
         return self.decode(tgt_in, self.encode(src), padding_mask(src, self.args.pad_id))
 
     def make_cache(self) -> DecoderCache:
