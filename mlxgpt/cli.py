@@ -349,6 +349,124 @@ def cmd_launch(args: argparse.Namespace) -> int:
     return launch(args.ranks, args.hostfile, train_args, args.backend, args.port)
 
 
+# ---------------------------------------------------------------- translate (the encoder-decoder)
+
+
+def add_translate_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = ("The original Transformer (Vaswani et al. 2017): an encoder reads the whole source, a masked "
+                     "decoder writes the target and reads the source through cross-attention. Train it on pairs "
+                     "(numbers written out in two languages, or your own TSV), translate, score held-out pairs.")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    fmt = p.formatter_class
+    t = actions.add_parser("train", help="train on --pairs; then score the held-out pairs", formatter_class=fmt,
+                           description="Train an encoder-decoder through mlxgpt's training loop (dashboard, "
+                                       "checkpoints, --resume, --time-budget); at the end, exact match and "
+                                       "character error rate on the held-out pairs.")
+    t.add_argument("--pairs", help="numbers:SRC-TGT (numbers 1-9,999 written out by num2words, e.g. numbers:en-fr, "
+                                   "the default; needs pip install -e '.[translate]') or a UTF-8 file of "
+                                   "source<TAB>target lines; 10%% held out")
+    t.add_argument("--out", help="run directory (required)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out")
+    t.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    t.add_argument("--no-ui", action="store_true", help="plain log lines instead of the dashboard")
+    g = t.add_argument_group("model (default: 2 + 2 layers, 4 heads, 128 channels, sinusoidal positions)")
+    g.add_argument("--encoder-layers", dest="n_encoder_layers", type=int, help="encoder blocks")
+    g.add_argument("--decoder-layers", dest="n_decoder_layers", type=int, help="decoder blocks")
+    g.add_argument("--n-head", type=int, help="attention heads per block")
+    g.add_argument("--n-embd", type=int, help="embedding width (divisible by --n-head)")
+    g.add_argument("--dropout", type=float, help="dropout probability during training")
+    g.add_argument("--pos", dest="pos_embedding", choices=("sinusoidal", "learned"), help="position encodings")
+    g.add_argument("--block-size", type=int, help="longest source and target (default: the longest pair's)")
+    g = t.add_argument_group("training (default: batch 64, lr 2e-3, 3000 steps)")
+    add_batch_size_argument(g, "pairs per step")
+    g.add_argument("--max-iters", type=int, help="optimizer steps")
+    g.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop after this much training time")
+    g.add_argument("--lr", type=float, help="peak learning rate")
+    g.add_argument("--min-lr", type=float, help="learning rate at the end of the cosine")
+    g.add_argument("--warmup-iters", type=int, help="linear warmup steps")
+    g.add_argument("--eval-interval", type=int, help="steps between evaluations (and samples, checkpoints)")
+    g.add_argument("--eval-iters", type=int, help="batches per evaluation")
+    g.add_argument("--log-interval", type=int, help="steps between log lines")
+    add_seed_argument(g, "seed of the initial weights and the batches")
+    t.set_defaults(action_func=cmd_translate_train)
+
+    r = actions.add_parser("run", help="translate texts", formatter_class=fmt,
+                           description="Translate each TEXT with a trained encoder-decoder.")
+    add_checkpoint_argument(r)
+    r.add_argument("texts", nargs="+", metavar="TEXT", help="sources to translate")
+    r.add_argument("--beam", type=int, default=1, help="beam width (1: greedy)")
+    r.set_defaults(action_func=cmd_translate_run)
+
+    e = actions.add_parser("eval", help="exact match and character error rate on the held-out pairs",
+                           formatter_class=fmt, description="Score a trained encoder-decoder on the pairs its run "
+                                                            "held out.")
+    add_checkpoint_argument(e)
+    e.add_argument("--beam", type=int, default=1, help="beam width (1: greedy)")
+    e.add_argument("--limit", type=int, help="score only the first N held-out pairs")
+    e.add_argument("--json", metavar="FILE", help="also write the numbers to this JSON file")
+    e.set_defaults(action_func=cmd_translate_eval)
+
+
+_TRANSLATE_NOT_OVERRIDES = {"pairs", "out", "resume", "overwrite", "no_ui", "command", "func", "action",
+                            "action_func"}
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    return args.action_func(args)
+
+
+def cmd_translate_train(args: argparse.Namespace) -> int:
+    from mlxgpt.seq2seq.runner import TranslateOptions, train_translation
+
+    warn_if_slow_blas()
+    overrides = {k: v for k, v in vars(args).items() if k not in _TRANSLATE_NOT_OVERRIDES and v is not None}
+    options = TranslateOptions(pairs=args.pairs, out=args.out, resume=args.resume, overwrite=args.overwrite,
+                               overrides=overrides)
+    renderer = make_renderer(args.no_ui)
+    try:
+        finished = train_translation(options, renderer)
+    finally:
+        renderer.close()
+    if finished.reason == "diverged":
+        raise MlxgptError(finished.message)
+    return 130 if finished.reason == "interrupted" else 0
+
+
+def _check_beam(beam: int) -> None:
+    if beam < 1:
+        raise MlxgptError(f"--beam must be at least 1, got {beam}")
+
+
+def cmd_translate_run(args: argparse.Namespace) -> int:
+    from mlxgpt.seq2seq.runner import load_translator, translate
+
+    _check_beam(args.beam)
+    model, vocab = load_translator(args.checkpoint)
+    for source, target in zip(args.texts, translate(model, vocab, args.texts, args.beam)):
+        print(f"{source} → {target}")
+    return 0
+
+
+def cmd_translate_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from mlxgpt.checkpoint import latest_run, read_config, resolve_checkpoint
+    from mlxgpt.files import write_atomic
+    from mlxgpt.seq2seq.runner import held_out_scores, load_pairs, load_translator
+
+    _check_beam(args.beam)
+    if args.limit is not None and args.limit < 1:
+        raise MlxgptError(f"--limit must be at least 1, got {args.limit}")
+    directory = resolve_checkpoint(args.checkpoint or latest_run())
+    model, vocab = load_translator(directory)
+    pairs = load_pairs(read_config(directory, "encoder-decoder")["data"])
+    numbers, report = held_out_scores(model, vocab, pairs.val, args.beam, args.limit)
+    print(f"checkpoint  {directory}\n{report}")
+    if args.json:
+        write_atomic(args.json, json.dumps({"checkpoint": str(directory), "pairs": pairs.spec, **numbers}, indent=2))
+    return 0
+
+
 # ---------------------------------------------------------------- export, import-nanogpt
 
 
@@ -405,6 +523,8 @@ COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[a
     "launch": (add_launch_arguments, cmd_launch, "data-parallel training over processes/machines"),
     "bench": (bench.add_bench_arguments, bench.cmd_bench, "MLX vs PyTorch: speed, MFU, memory, cold start, parity"),
     "classify": (add_classify_arguments, cmd_classify, "GPT-1 classification: fine-tune on labelled texts, predict"),
+    "translate": (add_translate_arguments, cmd_translate,
+                  "the original Transformer, an encoder-decoder: train on pairs, translate, score"),
     "export": (add_export_arguments, cmd_export, "write a model for mlx-lm or Hugging Face transformers"),
     "import-nanogpt": (add_import_nanogpt_arguments, cmd_import_nanogpt, "a nanoGPT ckpt.pt as an mlxgpt run"),
 }

@@ -247,10 +247,22 @@ def _prepare_resume(options: TrainOptions, world: World) -> tuple[Run, RunStarte
     model = load_model(checkpoint_dir, config)
     model.train()
     freeze_layers(model, train_args.freeze_layers)
+    state, optimizer = resumed_state(model, train_args, checkpoint_dir, world)
+    data = make_dataset(text, tokenizer, model.args.block_size, saved_format)
+    run = Run(model, optimizer, tokenizer, data, train_args, out,
+              {"preset": config.get("preset", "?"), "data_format": saved_format, **_data_record(data_path, text),
+               **({"init_from": config["init_from"]} if "init_from" in config else {})},
+              LoopState.from_dict(state))
+    run.resume_command = _resume_command(out)
+    return run, _started(run, config.get("preset", "?"), "resumed")
+
+
+def resumed_state(model, train_args: TrainArgs, checkpoint_dir: Path, world: World) -> tuple[dict[str, Any], Any]:
+    """(state.json's loop state, the optimizer with its saved moments) to continue a run, checked."""
     state, optimizer_state = load_training_state(checkpoint_dir)
     if state.get("world_size", 1) != world.size:
-        raise MlxgptError(f"{out} was trained with {state.get('world_size', 1)} rank(s) but this run has {world.size}: "
-                          "resume with the same number (mlxgpt launch -n N), or start a new run")
+        raise MlxgptError(f"{checkpoint_dir.parent} was trained with {state.get('world_size', 1)} rank(s) but this run "
+                          f"has {world.size}: resume with the same number (mlxgpt launch -n N), or start a new run")
     optimizer = build_optimizer(train_args)
     optimizer.init(model.trainable_parameters())
     expected = {name: (array.shape, array.dtype) for name, array in tree_flatten(optimizer.state)}
@@ -260,13 +272,7 @@ def _prepare_resume(options: TrainOptions, world: World) -> tuple[Run, RunStarte
         raise MlxgptError(f"{checkpoint_dir / 'optimizer.safetensors'} does not fit the model (tensor {wrong[0]} "
                           "is unknown or of another shape or dtype): the checkpoint is damaged; start a new run")
     optimizer.state = optimizer_state
-    data = make_dataset(text, tokenizer, model.args.block_size, saved_format)
-    run = Run(model, optimizer, tokenizer, data, train_args, out,
-              {"preset": config.get("preset", "?"), "data_format": saved_format, **_data_record(data_path, text),
-               **({"init_from": config["init_from"]} if "init_from" in config else {})},
-              LoopState.from_dict(state))
-    run.resume_command = _resume_command(out)
-    return run, _started(run, config.get("preset", "?"), "resumed")
+    return state, optimizer
 
 
 def _check_sample_prompt(args: TrainArgs, tokenizer: Tokenizer, text: str, given: bool) -> None:
@@ -300,13 +306,20 @@ def _started(run: Run, preset: str, note: str) -> RunStarted:
 def run_training(options: TrainOptions, renderer: EventHandler) -> RunFinished:
     """Prepare, announce, train; every event goes to metrics.jsonl and to the renderer."""
     run, started = prepare_run(options)
+    return record_and_train(run, started, renderer, resume=options.resume, overwrite=options.overwrite)
+
+
+def record_and_train(run: Run, started: RunStarted, renderer: EventHandler, *, resume: bool,
+                     overwrite: bool) -> RunFinished:
+    """Train a prepared run while holding its directory's lock; every event goes to metrics.jsonl
+    and to the renderer (the GPT's runs and the encoder-decoder's, mlxgpt/seq2seq/runner.py)."""
     if not run.world.is_main:
         return train(run, lambda event: None)  # rank 0 reports and writes for everyone
-    with RunLock(run.out_dir).claim(replace=options.overwrite):
-        if not options.resume and not options.overwrite:
+    with RunLock(run.out_dir).claim(replace=overwrite):
+        if not resume and not overwrite:
             refuse_existing_run(run.out_dir)  # one may have been saved since _run_dir looked
         try:
-            metrics = MetricsWriter(run.out_dir / "metrics.jsonl", append=options.resume)
+            metrics = MetricsWriter(run.out_dir / "metrics.jsonl", append=resume)
         except OSError as exc:  # a place we may not write
             raise MlxgptError(f"cannot write the run directory {run.out_dir} ({exc.strerror or exc}): "
                               "choose another --out") from None

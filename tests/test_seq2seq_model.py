@@ -205,3 +205,16 @@ def test_bad_shapes_and_calls_are_one_line_errors():
         greedy(model, [PAD, PAD], BOS, EOS, 5)
     with pytest.raises(MlxgptError, match="max_len"):
         beam_search(model, [3, 4], BOS, EOS, 17)
+
+
+def test_batched_greedy_equals_greedy_row_by_row():
+    from mlxgpt.seq2seq.model import greedy, greedy_batch
+
+    mx.random.seed(3)
+    args = Seq2SeqArgs(vocab_size=20, n_encoder_layers=1, n_decoder_layers=2, n_head=2, n_embd=32, block_size=12)
+    model = EncoderDecoder(args)
+    sources = [[5, 6, 7], [8, 9, 10, 11, 12, 13], [4]]
+    src = mx.array([s + [args.pad_id] * (12 - len(s)) for s in sources])
+    batched = greedy_batch(model, src, bos_id=1, eos_id=2, max_len=12)
+    assert batched == [greedy(model, s, 1, 2, 12) for s in sources]
+    assert any(len(row) > 0 for row in batched)

@@ -356,6 +356,29 @@ def greedy(model: EncoderDecoder, src_ids: list[int], bos_id: int, eos_id: int, 
     return out
 
 
+def greedy_batch(model: EncoderDecoder, src: mx.array, bos_id: int, eos_id: int, max_len: int) -> list[list[int]]:
+    """greedy() for a batch of right-padded sources (B, Ts) at once: the same tokens per row (a row's
+    padding is masked), B times fewer steps. Rows that have written eos keep going until all have,
+    and their extra tokens are dropped. -> per row, the tokens without bos and eos."""
+    check_max_len(model, max_len)
+    src_mask = padding_mask(src, model.args.pad_id)
+    memory, cache = model.encode(src), model.make_cache()
+    rows = src.shape[0]
+    out: list[list[int]] = [[] for _ in range(rows)]
+    done = np.zeros(rows, dtype=bool)
+    last = [bos_id] * rows
+    for _ in range(max_len):
+        last = np.argmax(next_log_probs(model, last, memory, src_mask, cache), axis=-1).tolist()
+        for row, token in enumerate(last):
+            if not done[row]:
+                done[row] = token == eos_id
+                if not done[row]:
+                    out[row].append(token)
+        if done.all():
+            break
+    return out
+
+
 def length_penalty_of(length: int, alpha: float) -> float:
     """GNMT's length normalisation (Wu et al. 2016): ((5 + length) / 6) ** alpha."""
     return ((5 + length) / 6) ** alpha
