@@ -1,6 +1,6 @@
 """Every picture mlxgpt draws, with matplotlib: a run's loss curves and the views of
-`mlxgpt inspect` (attention maps, token embeddings, positional encodings, the
-next-token distribution, the logit lens, the parameter tally).
+`mlxgpt inspect` (attention maps, cross-attention alignments, token embeddings,
+positional encodings, the next-token distribution, the logit lens, the parameter tally).
 
 Each function takes plain numbers (numpy arrays, lists of labels) and returns a
 matplotlib `Figure`; `save(fig, "x.png")` writes it as PNG, SVG or PDF. The same
@@ -245,6 +245,77 @@ def attention_heads(maps: np.ndarray, labels: Sequence[str], chosen: Sequence[tu
             if c == 0:
                 ax.set_ylabel(f"layer {layer}", fontweight="bold", fontsize=10)
     body.colorbar(image, ax=axes, label="weight", shrink=min(0.8, 3.0 / len(layers) + 0.2))
+    return fig
+
+
+def cross_attention(maps: np.ndarray, source_labels: Sequence[str], target_labels: Sequence[str],
+                    chosen: Sequence[tuple[int, int]], title: str, main_title: str, *notes: str) -> Figure:
+    """An encoder-decoder's cross-attention (n_layer, n_head, Tt, Ts), the alignment figure of
+    Bahdanau et al.: source characters across (top), target positions down, each row labelled by
+    the token predicted there. Above, the mean of the chosen maps (the one map when one is chosen),
+    large, labelled and, when they fit, with the weight in each cell. Below, when several are
+    chosen, each of them small, layer by head, with each layer's mean of its heads in the last column."""
+    Tt, Ts = len(target_labels), len(source_labels)
+    main = np.mean([maps[l, h] for l, h in chosen], axis=0)
+    cell = min(0.5, max(0.22, 10.0 / max(Ts, Tt)))  # inches per cell of the main map
+    main_w, main_h = cell * Ts + 2.6, cell * Tt + 1.3
+    layers = sorted({l for l, _ in chosen})
+    heads = sorted({h for _, h in chosen})
+    grid = len(chosen) > 1
+    columns = len(heads) + (len(heads) > 1)  # the heads, and their mean
+    small = min(2.6, max(1.3, 12.0 / columns))  # inches per small map, across
+    grid_w, grid_h = small * columns + 1.2, (small * Tt / Ts + 0.45) * len(layers) + 0.5
+    fig, body = new_figure(max(9.0, main_w, grid_w if grid else 0.0), main_h + (grid_h if grid else 0.0), title,
+                           *notes, "rows: the target positions, each labelled by the token it predicts (t1 … <eos>); "
+                           "columns: the source characters", f"{main_title}; each row sums to 1 over the source")
+    top, bottom = body.subfigures(2, 1, height_ratios=[main_h, grid_h]) if grid else (body, None)
+
+    ax = top.subplots()
+    image = ax.imshow(main, cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
+    points = cell * 72  # per cell
+    font = min(11.0, max(6.0, 0.7 * points))
+    every = math.ceil(1.3 * font / points)  # smaller cells than letters: label every n-th character
+    _tokens_on_axis(ax, "x", source_labels, every, font)
+    _tokens_on_axis(ax, "y", target_labels, every, font)
+    ax.tick_params(length=0)
+    ax.xaxis.tick_top()
+    ax.xaxis.set_label_position("top")
+    ax.set_xlabel("source: the characters the encoder read →")
+    ax.set_ylabel("← target: the token predicted at that position")
+    ax.set_title(main_title, fontweight="bold", fontsize=10, loc="left", parse_math=False)
+    if Ts <= 24 and Tt <= 32:  # the numbers themselves, dark text on light cells and light on dark
+        for (t, s), w in np.ndenumerate(main):
+            ax.text(s, t, f"{w:.2f}"[1:] if 0 <= w < 1 else f"{w:.1f}", ha="center", va="center",
+                    fontsize=8 if cell >= 0.4 else 6, color="black" if w > 0.6 else "white")
+    top.colorbar(image, ax=ax, label="weight", shrink=0.8)
+    if not grid:
+        return fig
+
+    bottom.suptitle("each map on its own: decoder layer (row) × head (column)", x=0.01, ha="left", fontsize=10,
+                    fontweight="bold")
+    axes = bottom.subplots(len(layers), columns, squeeze=False, sharex=True, sharey=True)
+    with_labels = Ts <= 24 and Tt <= 32 and small >= 1.8
+    for r, layer in enumerate(layers):
+        panels = [(f"head {h}", maps[layer, h] if (layer, h) in chosen else None) for h in heads]
+        if len(heads) > 1:
+            panels.append(("mean of heads", maps[layer, heads].mean(axis=0)))
+        for c, (name, weights) in enumerate(panels):
+            ax = axes[r][c]
+            if weights is None:
+                ax.axis("off")
+                continue
+            ax.imshow(weights, cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
+            ax.tick_params(length=0)
+            if with_labels:
+                _tokens_on_axis(ax, "x", source_labels, size=6)
+                _tokens_on_axis(ax, "y", target_labels, size=6)
+            else:
+                ax.set_xticks([])
+                ax.set_yticks([])
+            if r == 0:
+                ax.set_title(name, fontweight="bold", fontsize=10)
+            if c == 0:
+                ax.set_ylabel(f"layer {layer}", fontweight="bold", fontsize=10)
     return fig
 
 

@@ -18,6 +18,7 @@ VIEWS = {
     "positions": "the positional encodings (sinusoidal curves, or learned similarity matrix)",
     "next": "the next-token distribution after a prompt, at temperatures 0.5, 1, 2",
     "stream": "the residual stream block by block, and a logit lens: what each block would predict",
+    "cross-attention": "an encoder-decoder's cross-attention for one pair: the source-target alignment map",
 }
 
 
@@ -28,7 +29,8 @@ def _common(p: argparse.ArgumentParser, checkpoint: bool = True) -> None:
 
 
 def add_inspect_arguments(p: argparse.ArgumentParser) -> None:
-    p.description = ("Look inside a trained model: every concept of a GPT, shown on your own checkpoint. "
+    p.description = ("Look inside a trained model: every concept of a GPT (and an encoder-decoder's "
+                     "cross-attention), shown on your own checkpoint. "
                      "Each view prints to the terminal and can save a picture (--save FILE.png|svg|pdf).")
     views = p.add_subparsers(dest="view", required=True, metavar="VIEW")
     fmt = p.formatter_class
@@ -76,6 +78,16 @@ def add_inspect_arguments(p: argparse.ArgumentParser) -> None:
                    help="show the last N positions of the prompt (default 12; the terminal shows as many as fit)")
     v.set_defaults(view_func=cmd_stream)
 
+    v = views.add_parser("cross-attention", help=VIEWS["cross-attention"], description=VIEWS["cross-attention"],
+                         formatter_class=fmt)
+    _common(v)
+    v.add_argument("--source", required=True, metavar="TEXT", help="text to translate (at most block_size characters)")
+    v.add_argument("--target", metavar="TEXT", help="a reference translation, read by the decoder (teacher "
+                                                   "forcing); default: the model's own greedy translation")
+    v.add_argument("--layer", type=int, help="only this decoder layer (0 = first)")
+    v.add_argument("--head", type=int, help="only this head (0 = first)")
+    v.set_defaults(view_func=cmd_cross_attention)
+
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     return args.view_func(args)
@@ -84,12 +96,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- helpers
 
 
-def _load(args: argparse.Namespace):
-    """(model, tokenizer, checkpoint directory) for --checkpoint or the most recent run."""
+def _load(args: argparse.Namespace, architecture: str = "gpt"):
+    """(model, tokenizer, checkpoint directory) for --checkpoint or the most recent run; a checkpoint
+    of another architecture (a GPT, or an encoder-decoder) is refused in one line."""
     from mlxgpt.checkpoint import latest_run, load_checkpoint_tokenizer, load_model, read_config, resolve_checkpoint
 
     directory = resolve_checkpoint(args.checkpoint or latest_run())
-    config = read_config(directory)
+    config = read_config(directory, architecture)
     return load_model(directory, config), load_checkpoint_tokenizer(directory, config), directory
 
 
@@ -254,3 +267,19 @@ def cmd_stream(args: argparse.Namespace) -> int:
     title = f"Residual stream and logit lens — {_describe(model, directory)}"
     return _output(stream.render(report, tokenizer, title),
                    lambda: stream.picture(report, tokenizer, f"Logit lens for '{shown}'"), args.save)
+
+
+def cmd_cross_attention(args: argparse.Namespace) -> int:
+    from mlxgpt.inspect import cross_attention as xa
+
+    _check_save(args.save)
+    model, vocab, directory = _load(args, architecture="encoder-decoder")
+    chosen = xa.select(model, args.layer, args.head)  # a bad --layer/--head fails before any work
+    pair = xa.make_pair(model, vocab, args.source, args.target)
+    maps = xa.cross_attention_maps(model, pair)
+    a = model.args
+    title = (f"Cross-attention — {directory} — {a.n_encoder_layers} encoder + {a.n_decoder_layers} decoder layers "
+             f"× {a.n_head} heads, context {a.block_size}")
+    shown = f"'{_short(pair.source, 40)}' → '{_short(pair.target, 40)}'"
+    return _output(xa.render(maps, pair, chosen, title),
+                   lambda: xa.picture(maps, pair, chosen, f"Cross-attention for {shown}"), args.save)
