@@ -184,9 +184,14 @@ def cmd_train(args: argparse.Namespace) -> int:
                            tokenizer_options=_tokenizer_options(args), resume=args.resume, overwrite=args.overwrite,
                            overrides=overrides, streams=args.cpu_streams, plain=args.plain,
                            data_format=args.format, init_from=args.init_from, extend_vocab=args.extend_vocab)
-    renderer = make_renderer(args.no_ui)
+    return rendered_training(args.no_ui, lambda renderer: run_training(options, renderer))
+
+
+def rendered_training(no_ui: bool, train: Callable) -> int:
+    """Run `train(renderer)` with the dashboard or plain lines; its exit status (130: interrupted)."""
+    renderer = make_renderer(no_ui)
     try:
-        finished = run_training(options, renderer)
+        finished = train(renderer)
     finally:
         renderer.close()
     if finished.reason == "diverged":
@@ -377,7 +382,7 @@ def add_translate_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dropout", type=float, help="dropout probability during training")
     g.add_argument("--pos", dest="pos_embedding", choices=("sinusoidal", "learned"), help="position encodings")
     g.add_argument("--block-size", type=int, help="longest source and target (default: the longest pair's)")
-    g = t.add_argument_group("training (default: batch 64, lr 2e-3, 3000 steps)")
+    g = t.add_argument_group("training (default: batch 32, lr 2e-3, 3000 steps)")
     add_batch_size_argument(g, "pairs per step")
     g.add_argument("--max-iters", type=int, help="optimizer steps")
     g.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop after this much training time")
@@ -422,14 +427,7 @@ def cmd_translate_train(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in vars(args).items() if k not in _TRANSLATE_NOT_OVERRIDES and v is not None}
     options = TranslateOptions(pairs=args.pairs, out=args.out, resume=args.resume, overwrite=args.overwrite,
                                overrides=overrides)
-    renderer = make_renderer(args.no_ui)
-    try:
-        finished = train_translation(options, renderer)
-    finally:
-        renderer.close()
-    if finished.reason == "diverged":
-        raise MlxgptError(finished.message)
-    return 130 if finished.reason == "interrupted" else 0
+    return rendered_training(args.no_ui, lambda renderer: train_translation(options, renderer))
 
 
 def _check_beam(beam: int) -> None:

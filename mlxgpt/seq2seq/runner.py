@@ -48,7 +48,7 @@ SPLIT_SEED = 0  # the held-out split is fixed: every run (any --seed) is scored 
 # The recipe of a new run (every value a flag can override).
 MODEL_DEFAULTS = dict(n_encoder_layers=2, n_decoder_layers=2, n_head=4, n_embd=128, dropout=0.0, bias=False,
                       pos_embedding="sinusoidal")
-TRAIN_DEFAULTS = dict(batch_size=64, max_iters=3000, lr=2e-3, min_lr=2e-4, warmup_iters=100, eval_interval=250,
+TRAIN_DEFAULTS = dict(batch_size=32, max_iters=3000, lr=2e-3, min_lr=2e-4, warmup_iters=100, eval_interval=250,
                       eval_iters=10, log_interval=25, sample_tokens=1)
 MODEL_FIELDS = ("n_encoder_layers", "n_decoder_layers", "n_head", "n_embd", "dropout", "bias", "pos_embedding",
                 "block_size")
