@@ -172,7 +172,9 @@ def sample_title(state: DashboardState, earlier: bool = False) -> str:
     if not sample:
         return "latest sample"
     val_note = f", val loss {val:.4f}" if val is not None else ""
-    return f"sample at iter {sample.iter:,}{val_note} (temperature 0.8, fixed seed)"
+    translating = state.started is not None and state.started.preset == "translate"  # mlxgpt translate train
+    how = "greedy, a held-out pair" if translating else "temperature 0.8, fixed seed"
+    return f"sample at iter {sample.iter:,}{val_note} ({how})"
 
 
 def sample_panel(state: DashboardState, earlier: bool = False) -> Panel:
